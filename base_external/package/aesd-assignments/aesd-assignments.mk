@@ -1,0 +1,45 @@
+################################################################################
+#
+# aesd-assignments
+#
+################################################################################
+
+AESD_ASSIGNMENTS_VERSION = 1.0
+AESD_ASSIGNMENTS_SITE = $(BR2_EXTERNAL_AESD_PATH)/../server
+AESD_ASSIGNMENTS_SITE_METHOD = local
+AESD_ASSIGNMENTS_LICENSE = MIT
+AESD_ASSIGNMENTS_LICENSE_FILES = LICENSE
+
+# A native build in server/ (make, make unit-tests) leaves host objects and
+# a host binary there; never copy them into the target build directory.
+AESD_ASSIGNMENTS_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
+	--exclude /aesdsocket --exclude /build
+
+# The server's own Makefile installs the files, so that this image and
+# the image built without Buildroot ship exactly the same ones.
+AESD_ASSIGNMENTS_MAKE_OPTS = $(TARGET_CONFIGURE_OPTS) DESTDIR=$(TARGET_DIR)
+
+define AESD_ASSIGNMENTS_BUILD_CMDS
+	$(TARGET_MAKE_ENV) $(MAKE) $(TARGET_CONFIGURE_OPTS) -C $(@D)
+endef
+
+define AESD_ASSIGNMENTS_INSTALL_TARGET_CMDS
+	$(TARGET_MAKE_ENV) $(MAKE) $(AESD_ASSIGNMENTS_MAKE_OPTS) -C $(@D) \
+		PREFIX=/usr install
+endef
+
+define AESD_ASSIGNMENTS_INSTALL_INIT_SYSV
+	$(TARGET_MAKE_ENV) $(MAKE) $(AESD_ASSIGNMENTS_MAKE_OPTS) -C $(@D) \
+		install-sysv
+endef
+
+define AESD_ASSIGNMENTS_INSTALL_INIT_SYSTEMD
+	$(TARGET_MAKE_ENV) $(MAKE) $(AESD_ASSIGNMENTS_MAKE_OPTS) -C $(@D) \
+		install-systemd
+endef
+
+define AESD_ASSIGNMENTS_USERS
+	aesd -1 aesd -1 * - - - aesdsocket server
+endef
+
+$(eval $(generic-package))
