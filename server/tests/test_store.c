@@ -1,0 +1,240 @@
+/* Unit tests of the store: fresh start, appends, size bookkeeping, errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "store.h"
+
+struct fixture {
+	char dir[64];
+	char path[128];
+};
+
+static int setup(void **state)
+{
+	struct fixture *fx = calloc(1, sizeof(*fx));
+
+	strcpy(fx->dir, "/tmp/aesd-store-XXXXXX");
+	if (!mkdtemp(fx->dir))
+		return -1;
+	snprintf(fx->path, sizeof(fx->path), "%s/data", fx->dir);
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+	char other[160];
+
+	unlink(fx->path);
+	snprintf(other, sizeof(other), "%s/target", fx->dir);
+	unlink(other);
+	rmdir(fx->dir);
+	free(fx);
+	return 0;
+}
+
+static size_t read_file(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY);
+	ssize_t n;
+
+	assert_true(fd >= 0);
+	n = read(fd, buf, size);
+	close(fd);
+	assert_true(n >= 0);
+	return (size_t)n;
+}
+
+static void write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+static void prepare_removes_stale_file(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_identity id;
+	struct stat st;
+
+	write_file(fx->path, "left by a crash\n");
+	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
+	assert_int_equal(stat(fx->path, &st), 0);
+	assert_int_equal(st.st_size, 0);
+	assert_true(st.st_ino == id.ino);
+}
+
+static void appends_report_end_offsets(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_identity id;
+	struct store s;
+	char buf[64];
+	off_t end = 0;
+
+	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
+	assert_int_equal(store_open(&s, fx->path, &id, NULL), 0);
+	assert_int_equal(store_append(&s, "one\n", 4, &end), 0);
+	assert_int_equal(end, 4);
+	assert_int_equal(store_append(&s, "\n", 1, &end), 0);
+	assert_int_equal(end, 5);
+	assert_int_equal(store_append(&s, "three\n", 6, &end), 0);
+	assert_int_equal(end, 11);
+	assert_int_equal(read_file(fx->path, buf, sizeof(buf)), 11);
+	assert_memory_equal(buf, "one\n\nthree\n", 11);
+	store_close(&s);
+}
+
+static void two_openers_share_the_end(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_identity id;
+	struct store a, b;
+	off_t end = 0;
+
+	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
+	assert_int_equal(store_open(&a, fx->path, &id, NULL), 0);
+	assert_int_equal(store_open(&b, fx->path, &id, NULL), 0);
+	assert_int_equal(store_append(&a, "aa\n", 3, &end), 0);
+	assert_int_equal(store_append(&b, "bbbb\n", 5, &end), 0);
+	assert_int_equal(end, 8);	/* b's end counts a's packet */
+	store_close(&a);
+	store_close(&b);
+}
+
+static void failed_append_leaves_file_unchanged(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_identity id;
+	struct rlimit old, small = { 10, 10 };
+	struct store s;
+	char buf[64];
+	off_t end = 0;
+
+	signal(SIGXFSZ, SIG_IGN);
+	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
+	assert_int_equal(store_open(&s, fx->path, &id, NULL), 0);
+	assert_int_equal(store_append(&s, "12345\n", 6, &end), 0);
+	getrlimit(RLIMIT_FSIZE, &old);
+	small.rlim_max = old.rlim_max;
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+	/* 4 of these bytes fit: a short write, then EFBIG */
+	assert_int_equal(store_append(&s, "abcdefgh\n", 9, &end), -1);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	assert_int_equal(end, 6);
+	assert_int_equal(read_file(fx->path, buf, sizeof(buf)), 6);
+	assert_memory_equal(buf, "12345\n", 6);
+	assert_int_equal(store_append(&s, "ok\n", 3, &end), 0);
+	assert_int_equal(end, 9);
+	store_close(&s);
+}
+
+static void torn_append_is_cut_off_by_next_appender(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_identity id;
+	struct store s;
+	off_t marker = -1, end = 0;
+	char buf[64];
+	int raw;
+
+	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
+	assert_int_equal(store_open(&s, fx->path, &id, &marker), 0);
+	assert_int_equal(store_append(&s, "whole\n", 6, &end), 0);
+	assert_int_equal(marker, -1);
+	/* what a process killed mid-write leaves: marker set, half a packet */
+	marker = 6;
+	raw = open(fx->path, O_WRONLY | O_APPEND);
+	assert_int_equal(write(raw, "hal", 3), 3);
+	close(raw);
+	assert_int_equal(store_append(&s, "next\n", 5, &end), 0);
+	assert_int_equal(end, 11);
+	assert_int_equal(read_file(fx->path, buf, sizeof(buf)), 11);
+	assert_memory_equal(buf, "whole\nnext\n", 11);
+	assert_int_equal(marker, -1);
+	store_close(&s);
+}
+
+static void symlink_at_data_path_is_refused(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_identity id;
+	char target[160], buf[64];
+
+	snprintf(target, sizeof(target), "%s/target", fx->dir);
+	write_file(target, "precious\n");
+	assert_int_equal(symlink(target, fx->path), 0);
+	assert_int_equal(store_prepare(fx->path, -1, -1, &id), -1);
+	assert_int_equal(read_file(target, buf, sizeof(buf)), 9);
+	assert_memory_equal(buf, "precious\n", 9);
+}
+
+static void replaced_file_is_refused_and_kept(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_identity id;
+	struct store s;
+	char buf[64];
+	char other[160];
+
+	snprintf(other, sizeof(other), "%s/target", fx->dir);
+	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
+	write_file(other, "someone else's\n");	/* a distinct inode */
+	assert_int_equal(rename(other, fx->path), 0);
+	assert_int_equal(store_open(&s, fx->path, &id, NULL), -1);
+	store_remove(fx->path, &id);	/* not ours: must stay */
+	assert_int_equal(read_file(fx->path, buf, sizeof(buf)), 15);
+}
+
+static void remove_deletes_our_file(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_identity id;
+
+	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
+	store_remove(fx->path, &id);
+	assert_int_equal(access(fx->path, F_OK), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(prepare_removes_stale_file,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(appends_report_end_offsets,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(two_openers_share_the_end,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			failed_append_leaves_file_unchanged, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			torn_append_is_cut_off_by_next_appender, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(symlink_at_data_path_is_refused,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			replaced_file_is_refused_and_kept, setup, teardown),
+		cmocka_unit_test_setup_teardown(remove_deletes_our_file, setup,
+						teardown),
+	};
+
+	log_open(false);
+	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+}
