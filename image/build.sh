@@ -1,0 +1,332 @@
+#!/bin/bash
+# Build the fast AArch64 image: Debian's arm64 kernel plus an initramfs made of
+# Debian arm64 packages (BusyBox, dropbear, sftp-server, scp and their shared
+# libraries), the skeleton in image/skeleton/ and our aesdsocket, cross-compiled
+# and installed with the server's own `make install` / `make install-sysv`.
+#
+# Outputs (in $AESD_IMAGE_OUT, default image/out/):
+#   Image          the kernel, loadable with qemu-system-aarch64 -kernel
+#   rootfs.cpio    the initramfs (newc), loadable with -initrd
+#   manifest.txt   package versions and sha256 of both files
+# Downloads are cached in $AESD_IMAGE_CACHE (default
+# ${XDG_CACHE_HOME:-~/.cache}/aesd-image) so that any clone reuses them.
+#
+# The build is reproducible: the same inputs (package versions, skeleton,
+# server sources, SOURCE_DATE_EPOCH) give bit-identical Image and rootfs.cpio.
+#
+# Environment:
+#   AESD_IMAGE_OUT      output directory
+#   AESD_IMAGE_CACHE    download cache
+#   AESD_KERNEL_PKG     kernel package (default: what linux-image-arm64 depends on)
+#   SOURCE_DATE_EPOCH   timestamp of every file in the cpio (default: the last
+#                       commit's date, or 0 outside git)
+#   AESD_IMAGE_NO_SERVER=1  build without aesdsocket (only for bringing up the image)
+
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+top=$(dirname "$here")
+out=${AESD_IMAGE_OUT:-$here/out}
+cache=${AESD_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aesd-image}
+cross=aarch64-linux-gnu-
+
+# Arm64 packages that go into the image; their shared libraries are picked
+# from them by following the binaries' DT_NEEDED entries.
+target_packages=(
+	busybox-static
+	dropbear-bin
+	openssh-sftp-server
+	openssh-client
+	libc6
+	libcrypt1
+	libgmp10
+	libtomcrypt1
+	libtommath1
+	zlib1g
+)
+# Programs (and links to them) copied from those packages
+target_programs=(
+	/usr/sbin/dropbear
+	/usr/bin/dropbearkey
+	/usr/bin/dbclient
+	/usr/lib/openssh/sftp-server
+	/usr/bin/scp
+)
+# Kernel modules (with their dependencies) for QEMU's virtio-mmio devices
+kernel_modules=(virtio_mmio virtio_net virtio-rng)
+
+# Host tools, installed from Debian when missing
+host_packages=(cpio gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu make)
+
+log() { printf '%s\n' "build.sh: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+ensure_host_tools() {
+	local missing=() p
+	for p in "${host_packages[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+	done
+	if ((${#missing[@]})); then
+		log "installing host packages: ${missing[*]}"
+		apt-get install -y --no-install-recommends "${missing[@]}" >&2
+	fi
+}
+
+# apt must know the arm64 packages; enable the architecture once
+ensure_arm64_lists() {
+	if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+		log "enabling the arm64 architecture for apt (download only, nothing is installed)"
+		dpkg --add-architecture arm64
+		apt-get update >&2
+	elif ! apt-cache show busybox-static:arm64 >/dev/null 2>&1; then
+		apt-get update >&2
+	fi
+}
+
+# download PKG... : fetch each arm64 package into the cache unless a file with
+# the expected SHA256 is there already; print the .deb paths.
+download() {
+	local pkg file size sum
+	mkdir -p "$cache/debs"
+	for pkg in "$@"; do
+		read -r _ file size sum < <(apt-get download --print-uris "$pkg:arm64" | tail -n 1)
+		[ -n "${file:-}" ] || die "apt knows no package $pkg:arm64"
+		file=$cache/debs/$file
+		sum=${sum#SHA256:}
+		if ! [ -f "$file" ] || [ "$(sha256sum < "$file" | cut -d' ' -f1)" != "$sum" ]; then
+			log "downloading $pkg:arm64 ($size bytes)"
+			(cd "$cache/debs" && apt-get download -o APT::Sandbox::User=root "$pkg:arm64" >&2)
+			[ "$(sha256sum < "$file" | cut -d' ' -f1)" = "$sum" ] || die "checksum mismatch for $file"
+		fi
+		printf '%s\n' "$file"
+	done
+}
+
+# modinfo_depends KO: the "depends=" field of a kernel module
+modinfo_depends() {
+	"${cross}objcopy" -O binary --only-section=.modinfo "$1" /dev/stdout |
+		tr '\0' '\n' | sed -n 's/^depends=//p' | tr ',' ' '
+}
+
+# find_module NAME: path of module NAME (- and _ are the same) under $kroot
+find_module() {
+	local name=${1//-/_} f base
+	for f in "${modfiles[@]}"; do
+		base=${f##*/}
+		base=${base%.ko}
+		[ "${base//-/_}" = "$name" ] && { printf '%s\n' "$f"; return 0; }
+	done
+	die "kernel module $1 not found"
+}
+
+# needed_libs FILE: the DT_NEEDED sonames of an ELF file
+needed_libs() {
+	"${cross}readelf" -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'
+}
+
+# copy_path PATH: copy PATH (a file or a symlink chain) from $pkgroot to $root
+copy_path() {
+	local path=$1 target
+	[ -e "$root$path" ] || [ -L "$root$path" ] && return 0
+	mkdir -p "$root$(dirname "$path")"
+	if [ -L "$pkgroot$path" ]; then
+		target=$(readlink "$pkgroot$path")
+		ln -s "$target" "$root$path"
+		case "$target" in
+			/*) copy_path "$target";;
+			*) copy_path "$(realpath -m -s "$(dirname "$path")/$target")";;
+		esac
+	elif [ -f "$pkgroot$path" ]; then
+		cp --preserve=mode "$pkgroot$path" "$root$path"
+	else
+		die "$path is in none of the packages"
+	fi
+}
+
+# copy_elf PATH: copy a program or library and, recursively, the libraries it needs
+copy_elf() {
+	local path=$1 soname dir found
+	[ -e "$root$path" ] && return 0
+	copy_path "$path"
+	for soname in $(needed_libs "$pkgroot$path"); do
+		found=
+		for dir in /lib/aarch64-linux-gnu /usr/lib/aarch64-linux-gnu; do
+			if [ -e "$pkgroot$dir/$soname" ]; then
+				copy_elf "$dir/$soname"
+				found=1
+				break
+			fi
+		done
+		[ -n "$found" ] || die "library $soname (needed by $path) is in none of the packages"
+	done
+}
+
+build_server() {
+	local src=$work/server
+	[ -f "$top/server/Makefile" ] || die "server/Makefile is missing"
+	mkdir -p "$src"
+	# Build in a copy, so the host build in server/ is left alone
+	tar -C "$top/server" --exclude=./aesdsocket --exclude=./build -cf - . | tar -C "$src" -xf -
+	make -s -C "$src" clean >/dev/null 2>&1 || true
+	# -ffile-prefix-map: no build directory in the binary, so any clone
+	# builds the same bytes
+	make -C "$src" CROSS_COMPILE="$cross" \
+		CC="${cross}gcc -ffile-prefix-map=$src=." >&2
+	make -C "$src" install DESTDIR="$root" PREFIX=/usr >&2
+	make -C "$src" install-sysv DESTDIR="$root" >&2
+	[ -x "$root/usr/bin/aesdsocket" ] || die "make install did not install /usr/bin/aesdsocket"
+	[ -x "$root/etc/init.d/S99aesdsocket" ] || die "make install-sysv did not install /etc/init.d/S99aesdsocket"
+	"${cross}strip" "$root/usr/bin/aesdsocket"
+}
+
+main() {
+	umask 022
+	export LC_ALL=C TZ=UTC
+	if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+		SOURCE_DATE_EPOCH=$(git -C "$top" log -1 --format=%ct 2>/dev/null || echo 0)
+	fi
+	export SOURCE_DATE_EPOCH
+
+	ensure_host_tools
+	ensure_arm64_lists
+
+	local kpkg=${AESD_KERNEL_PKG:-}
+	if [ -z "$kpkg" ]; then
+		kpkg=$(apt-cache depends linux-image-arm64:arm64 | sed -n 's/^ *Depends: \(linux-image-[^:]*\).*/\1/p' | head -n 1)
+		[ -n "$kpkg" ] || die "cannot resolve linux-image-arm64:arm64"
+	fi
+	local kver=${kpkg#linux-image-}
+
+	mkdir -p "$out"
+	work=$out/work
+	root=$work/root
+	pkgroot=$work/packages
+	rm -rf "$work"
+	mkdir -p "$root" "$pkgroot"
+
+	log "kernel package: $kpkg"
+	local debs kdeb deb
+	mapfile -t debs < <(download "${target_packages[@]}")
+	kdeb=$(download "$kpkg")
+
+	# Unpack the packages once into a scratch tree; copy only what we need
+	for deb in "${debs[@]}"; do
+		dpkg-deb -x "$deb" "$pkgroot"
+	done
+
+	# Kernel: the uncompressed Image and just the modules we load
+	local kroot=$cache/kernel/$kver
+	if ! [ -f "$kroot/.complete" ] || [ "$(cat "$kroot/.complete")" != "${kdeb##*/}" ]; then
+		log "unpacking $kpkg"
+		rm -rf "$kroot"
+		mkdir -p "$kroot"
+		dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$kroot" \
+			"./boot/vmlinuz-$kver" "./lib/modules/$kver/kernel"
+		printf '%s\n' "${kdeb##*/}" > "$kroot/.complete"
+	fi
+	local kmods=lib/modules/$kver
+	mapfile -t modfiles < <(cd "$kroot/$kmods" && find kernel -name '*.ko' | sort)
+
+	# Resolve module dependencies depth-first (each one after what it needs)
+	local -a order=()
+	local -A seen=()
+	add_module() {
+		local path dep
+		path=$(find_module "$1")
+		[ -n "${seen[$path]:-}" ] && return 0
+		seen[$path]=1
+		for dep in $(modinfo_depends "$kroot/$kmods/$path"); do
+			add_module "$dep"
+		done
+		order+=("$path")
+	}
+	local m
+	for m in "${kernel_modules[@]}"; do
+		add_module "$m"
+	done
+	local -a modules=("${order[@]}")
+
+	# Skeleton directories (modes set explicitly, not by umask or git)
+	local d
+	for d in bin sbin usr/bin usr/sbin lib usr/lib dev proc sys run mnt root \
+		etc/init.d etc/default etc/dropbear etc/network/if-pre-up.d \
+		etc/network/if-up.d etc/network/if-down.d etc/network/if-post-down.d \
+		var/log var/lib "$kmods"; do
+		mkdir -p "$root/$d"
+	done
+	install -d -m 1777 "$root/tmp" "$root/var/tmp"
+	chmod 700 "$root/root" "$root/etc/dropbear"
+	ln -s ../run "$root/var/run"
+
+	# BusyBox; /init adds the other applet links at boot
+	cp "$pkgroot/bin/busybox" "$root/bin/busybox"
+	chmod 755 "$root/bin/busybox"
+	ln -s busybox "$root/bin/sh"
+	ln -s ../bin/busybox "$root/sbin/init"
+
+	local p
+	for p in "${target_programs[@]}"; do
+		copy_elf "$p"
+	done
+	copy_path /usr/lib/sftp-server
+	# The dynamic loader is found through its absolute path in PT_INTERP
+	copy_path /lib/ld-linux-aarch64.so.1
+
+	# Skeleton files from git: text files 0644, scripts and /init 0755,
+	# /etc/shadow 0600
+	(cd "$here/skeleton" && find . -type f | sort) | while read -r f; do
+		local mode=0644
+		case "$f" in
+			./init|./etc/init.d/*) mode=0755;;
+			./etc/shadow) mode=0600;;
+		esac
+		install -D -m "$mode" "$here/skeleton/$f" "$root/$f"
+	done
+
+	# Kernel modules and a modules.dep covering exactly them. Like depmod's,
+	# each line lists all of a module's dependencies, direct or not, the one
+	# to load first last (BusyBox modprobe does not recurse).
+	: > "$root/$kmods/modules.dep"
+	for m in "${modules[@]}"; do
+		install -D -m 0644 "$kroot/$kmods/$m" "$root/$kmods/$m"
+		order=()
+		seen=()
+		add_module "$(basename "$m" .ko)"
+		local line=$m: i
+		for ((i = ${#order[@]} - 2; i >= 0; i--)); do
+			line="$line ${order[i]}"
+		done
+		printf '%s\n' "$line" >> "$root/$kmods/modules.dep"
+	done
+
+	if [ "${AESD_IMAGE_NO_SERVER:-0}" = 1 ]; then
+		log "warning: building without aesdsocket (AESD_IMAGE_NO_SERVER=1)"
+	else
+		build_server
+	fi
+
+	# The archive: sorted names, owner root, one timestamp, renumbered inodes
+	# (--reproducible), a real /dev/console for the kernel to open before /init
+	mknod -m 600 "$root/dev/console" c 5 1
+	mknod -m 666 "$root/dev/null" c 1 3
+	find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+	(cd "$root" && find . | sort) |
+		(cd "$root" && cpio --quiet -o -H newc --owner 0:0 --reproducible) \
+		> "$out/rootfs.cpio.tmp"
+	mv "$out/rootfs.cpio.tmp" "$out/rootfs.cpio"
+	install -m 0644 "$kroot/boot/vmlinuz-$kver" "$out/Image"
+
+	{
+		printf 'kernel %s\n' "${kdeb##*/}"
+		for deb in "${debs[@]}"; do
+			printf 'package %s\n' "${deb##*/}"
+		done
+		printf 'modules %s\n' "${modules[*]}"
+		printf 'SOURCE_DATE_EPOCH %s\n' "$SOURCE_DATE_EPOCH"
+		(cd "$out" && sha256sum Image rootfs.cpio)
+	} > "$out/manifest.txt"
+	rm -rf "$work"
+	log "done: $out/Image $out/rootfs.cpio ($(du -h "$out/rootfs.cpio" | cut -f1))"
+}
+
+main "$@"
