@@ -1,0 +1,635 @@
+"""Fault tests against the real aesdsocket binary (issue 6, item 8).
+
+Each test provokes one hostile client or one fault and checks what the
+server promises: nothing torn or half-stored in the data file, the client
+disconnected, a log line saying why, and every other client still served.
+Several tests need root (tmpfs and bind mounts, --user); they skip without
+it.  Under valgrind (conftest.UNDER_VALGRIND) the two heaviest tests skip.
+"""
+import errno
+import os
+import pwd
+import resource
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from conftest import (UNDER_VALGRIND, assert_closed_by_server, children_of,
+                      pid_alive, recv_exactly, recv_until_suffix, scaled,
+                      wait_until)
+
+IS_ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
+
+
+# --------------------------------------------------------------- helpers
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def send_packet(server, packet, expected):
+    """One client, one packet; returns the response (the file so far)."""
+    with server.connect() as sock:
+        sock.sendall(packet)
+        return recv_exactly(sock, len(expected))
+
+
+def assert_served(server, before):
+    """A fresh client is served: its response is `before` plus its packet."""
+    packet = b"still serving %d\n" % time.monotonic_ns()
+    assert send_packet(server, packet, before + packet) == before + packet
+    return before + packet
+
+
+def proc_exists(pid):
+    """True while /proc/pid exists, zombie included (not yet reaped)."""
+    return os.path.exists(f"/proc/{pid}")
+
+
+def tcp_entries():
+    """(local_port, remote_port, state, rx_queue, inode) of every TCP socket."""
+    entries = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            rx_queue = int(fields[4].split(":")[1], 16)
+            entries.append((local_port, remote_port, int(fields[3], 16),
+                            rx_queue, int(fields[9])))
+    return entries
+
+
+def server_side(server, client):
+    """(rx_queue, inode) of the server's end of the client's connection."""
+    client_port = client.getsockname()[1]
+    for local, remote, _, rx_queue, inode in tcp_entries():
+        if local == server.port and remote == client_port and inode:
+            return rx_queue, inode
+    return None
+
+
+def wait_server_read_everything(server, client, timeout=5.0):
+    """Until the server has received every byte this client sent."""
+    def drained():
+        side = server_side(server, client)
+        return side is not None and side[0] == 0
+    wait_until(drained, scaled(timeout), what="server to read the bytes sent")
+
+
+def worker_serving(server, client, timeout=5.0):
+    """The pid of the worker process holding the client's connection."""
+    found = []
+
+    def lookup():
+        side = server_side(server, client)
+        if side is None:
+            return False
+        target = f"socket:[{side[1]}]"
+        for pid in server.workers():
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                        found.append(pid)
+                        return True
+                except OSError:
+                    continue
+        return False
+    wait_until(lookup, scaled(timeout), what="the worker of a connection")
+    return found[0]
+
+
+def status_field(pid, name):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(name + ":"):
+                return line.split()[1:]
+    raise AssertionError(f"no {name} in /proc/{pid}/status")
+
+
+def start_with(server, preexec_fn):
+    """Server.start, with a preexec_fn run in the server process."""
+    server.stderr_file = open(server.stderr_path, "ab")
+    server.proc = subprocess.Popen(server.command(), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL,
+                                   stderr=server.stderr_file,
+                                   preexec_fn=preexec_fn)
+    server.wait_listening()
+    return server
+
+
+def expect_start_failure(server, extra=(), timeout=10.0):
+    """Starts the server expecting it to refuse: returns (status, log)."""
+    server.start(extra=extra, wait=False)
+    try:
+        status = server.proc.wait(timeout=scaled(timeout))
+    finally:
+        server.stderr_file.close()
+    return status, server.log()
+
+
+def rst_close(sock):
+    """Closes with a reset (SO_LINGER 0), as a crashed client does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                    struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@pytest.fixture
+def mounts():
+    """Mount points to unmount at teardown (request it before make_server,
+    so the server is gone before its file system is unmounted)."""
+    points = []
+    yield points
+    for point in reversed(points):
+        if subprocess.run(["umount", point]).returncode != 0:
+            subprocess.run(["umount", "-l", point])
+
+
+# ----------------------------------------------------- clients that fail
+
+def test_client_abort_mid_packet_discards_it(make_server):
+    server = make_server()
+    assert send_packet(server, b"first\n", b"first\n") == b"first\n"
+
+    aborted = server.connect()
+    aborted.sendall(b"half a pack")
+    wait_server_read_everything(server, aborted)
+    rst_close(aborted)
+
+    server.wait_log(r"Discarding 11 bytes from 127\.0\.0\.1")
+    assert read_bytes(server.data_file) == b"first\n"
+    assert_served(server, b"first\n")
+    assert server.proc.poll() is None
+
+
+def test_killed_connection_process_is_reaped_others_served(make_server):
+    server = make_server()
+    clients = [server.connect() for _ in range(3)]
+    expected = b""
+    for i, sock in enumerate(clients):
+        packet = b"client %d\n" % i
+        expected += packet
+        sock.sendall(packet)
+        assert recv_exactly(sock, len(expected)) == expected
+
+    victim = worker_serving(server, clients[1])
+    others = [worker_serving(server, c) for c in (clients[0], clients[2])]
+    assert victim not in others
+    os.kill(victim, signal.SIGKILL)
+
+    assert_closed_by_server(clients[1])
+    # reaped by the server: no zombie left behind, not a child any more
+    wait_until(lambda: not proc_exists(victim), scaled(5),
+               what=f"killed worker {victim} to be reaped")
+    assert victim not in server.workers()
+    server.wait_log(rf"Connection process {victim} killed by signal 9")
+
+    for i in (0, 2):
+        packet = b"client %d again\n" % i
+        expected += packet
+        clients[i].sendall(packet)
+        assert recv_exactly(clients[i], len(expected)) == expected
+    expected = assert_served(server, expected)
+    assert read_bytes(server.data_file) == expected
+    for sock in clients:
+        sock.close()
+
+
+def test_over_long_packet_disconnects_stores_nothing(make_server):
+    server = make_server("--max-packet", "1024")
+    exact = b"x" * 1023 + b"\n"          # exactly the limit: stored
+    assert send_packet(server, exact, exact) == exact
+
+    # one byte over the limit, newline included: refused
+    with server.connect() as sock:
+        sock.sendall(b"y" * 1024 + b"\n")
+        assert_closed_by_server(sock)
+    server.wait_log(r"Disconnecting 127\.0\.0\.1: packet longer than 1024 "
+                    r"bytes, nothing stored")
+    assert read_bytes(server.data_file) == exact
+
+    # an endless packet: the server stops reading after the limit, so the
+    # client can push no more than the socket buffers hold
+    baseline = max(int(status_field(p, "VmHWM")[0]) for p in server.workers())
+    sent = 0
+    with server.connect() as sock:
+        sock.settimeout(scaled(10))
+        chunk = b"z" * 65536
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            while sent < 256 << 20:
+                sent += sock.send(chunk)
+    assert sent < 64 << 20, f"server kept reading: {sent} bytes accepted"
+    server.wait_log(r"packet longer than 1024 bytes", count=2)
+    peak = max(int(status_field(p, "VmHWM")[0]) for p in server.workers())
+    assert peak - baseline < 16 * 1024, f"worker peak RSS grew {peak - baseline} kB"
+    assert read_bytes(server.data_file) == exact
+    assert_served(server, exact)
+
+
+def test_slowloris_is_disconnected_others_unaffected(make_server):
+    server = make_server("--idle-timeout", "1")
+    slow = server.connect()
+    slow_closed = threading.Event()
+    closed_after = []
+    started = time.monotonic()
+
+    def trickle():
+        # one byte every 0.2 s: the packet never completes within 1 s
+        try:
+            for _ in range(int(scaled(10) / 0.2)):
+                slow.send(b"s")
+                time.sleep(0.2)
+        except OSError:
+            closed_after.append(time.monotonic() - started)
+            slow_closed.set()
+
+    trickler = threading.Thread(target=trickle)
+    trickler.start()
+    try:
+        # meanwhile a well-behaved client keeps one connection for longer
+        # than the idle timeout, one complete packet every 0.2 s
+        expected = b""
+        with server.connect() as good:
+            for i in range(15):
+                packet = b"good %d\n" % i
+                expected += packet
+                good.sendall(packet)
+                assert recv_exactly(good, len(expected)) == expected
+                time.sleep(0.2)
+        server.wait_log(r"Disconnecting 127\.0\.0\.1: no complete packet "
+                        r"for 1 s", timeout=3)
+        assert slow_closed.wait(scaled(3)), "slow client still connected"
+        # idle timeout 1 s, plus up to two sends to notice the close
+        assert closed_after[0] < scaled(3), closed_after
+    finally:
+        slow.close()
+        trickler.join(scaled(15))
+    assert read_bytes(server.data_file) == expected
+    assert_served(server, expected)
+
+
+def test_client_that_never_reads_is_disconnected(make_server):
+    server = make_server("--send-timeout", "1")
+    # grow the file to ~4 MB so one response overflows the socket buffers
+    expected = b""
+    with server.connect() as sock:
+        for i in range(4):
+            packet = bytes([ord("a") + i]) * (1000 * 1000) + b"\n"
+            expected += packet
+            sock.sendall(packet)
+            assert recv_exactly(sock, len(expected), timeout=30) == expected
+
+    stubborn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    stubborn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stubborn.connect(("127.0.0.1", server.port))
+    try:
+        stubborn.sendall(b"never reads\n")
+        expected += b"never reads\n"
+        server.wait_log(r"Disconnecting 127\.0\.0\.1: it read nothing of its "
+                        r"response for 1 s", timeout=10)
+        # the server is unaffected: others get the whole file
+        with server.connect() as sock:
+            sock.sendall(b"reader\n")
+            expected += b"reader\n"
+            assert recv_exactly(sock, len(expected), timeout=30) == expected
+        # and the stubborn client gets less than its response, then EOF
+        stubborn.settimeout(scaled(10))
+        got = 0
+        try:
+            while True:
+                chunk = stubborn.recv(1 << 20)
+                if not chunk:
+                    break
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+        assert got < len(expected) - len(b"reader\n")
+    finally:
+        stubborn.close()
+    assert server.proc.poll() is None
+
+
+# ------------------------------------------------------------ file faults
+
+@needs_root
+def test_enospc_leaves_file_unchanged(mounts, make_server, tmp_path):
+    fs = tmp_path / "small"
+    fs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755",
+                    "aesd-enospc", str(fs)], check=True)
+    mounts.append(str(fs))
+    server = make_server(data_file=fs / "aesdsocketdata")
+    assert send_packet(server, b"first\n", b"first\n") == b"first\n"
+    bystander = server.connect()      # connected before the failure
+
+    filler = fs / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        with pytest.raises(OSError) as full:
+            while True:
+                f.write(b"\0" * 4096)
+    assert full.value.errno == errno.ENOSPC
+
+    big = b"B" * 20000 + b"\n"
+    with server.connect() as sock:
+        sock.sendall(big)
+        assert_closed_by_server(sock)   # told by closing, no response
+    server.wait_log(r"Cannot append 20001 bytes to data file \(kept at 6 "
+                    r"bytes\): No space left on device")
+    assert read_bytes(server.data_file) == b"first\n"
+    assert os.path.getsize(server.data_file) == 6
+
+    os.unlink(filler)
+    bystander.sendall(b"bystander\n")
+    assert recv_exactly(bystander, 16) == b"first\nbystander\n"
+    bystander.close()
+    expected = assert_served(server, b"first\nbystander\n")
+    assert send_packet(server, big, expected + big) == expected + big
+    assert server.stop() == 0
+
+
+@pytest.mark.skipif(UNDER_VALGRIND,
+                    reason="valgrind's own log writes are subject to RLIMIT_FSIZE")
+def test_efbig_leaves_file_unchanged(make_server):
+    limit = 64 * 1024
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE,
+                           (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    server = start_with(make_server(start=False), limit_file_size)
+    assert send_packet(server, b"first\n", b"first\n") == b"first\n"
+
+    crossing = b"C" * limit + b"\n"
+    with server.connect() as sock:
+        sock.sendall(crossing)
+        assert_closed_by_server(sock)
+    server.wait_log(rf"Cannot append {limit + 1} bytes to data file \(kept "
+                    r"at 6 bytes\): File too large")
+    assert read_bytes(server.data_file) == b"first\n"
+    assert server.proc.poll() is None
+    expected = assert_served(server, b"first\n")
+    fits = b"F" * 1000 + b"\n"
+    assert send_packet(server, fits, expected + fits) == expected + fits
+    assert server.stop() == 0
+
+
+# ------------------------------------------------- signals and the pool
+
+def test_sigterm_under_64_busy_clients(make_server):
+    server = make_server()
+    stop = threading.Event()
+    terminating = threading.Event()
+    served = [0] * 64
+    errors = []
+
+    def busy(i):
+        try:
+            with server.connect(timeout=30) as sock:
+                n = 0
+                while not stop.is_set():
+                    packet = b"c%02d-%d\n" % (i, n)
+                    sock.sendall(packet)
+                    recv_until_suffix(sock, packet, timeout=30)
+                    served[i] += 1
+                    n += 1
+        except OSError as e:     # the server going away is expected
+            if not terminating.is_set():
+                errors.append(f"client {i}: {e!r}")
+        except AssertionError:   # closed mid-response by the stop
+            pass
+
+    threads = [threading.Thread(target=busy, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: all(served), scaled(30), interval=0.05,
+                   what="all 64 clients to be served once")
+        workers = server.workers()
+        assert len(workers) >= 64
+
+        terminating.set()
+        stop_requested = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        status = server.proc.wait(timeout=scaled(10))
+        took = time.monotonic() - stop_requested
+        stop.set()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(scaled(30))
+    assert status == 0
+    assert took < scaled(1.0), f"exit took {took:.2f} s"
+    assert not errors, errors
+    assert not os.path.exists(server.data_file)
+    # reaped by the server itself before it exited: no orphan, no zombie
+    assert [p for p in workers if proc_exists(p)] == []
+    assert "Caught signal, exiting" in server.log()
+
+
+@pytest.mark.skipif(UNDER_VALGRIND,
+                    reason="50 valgrind workers and 1000 clients are too heavy")
+def test_1000_idle_clients_against_connection_bound(make_server):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    server = make_server("--max-connections", "50", "--idle-timeout", "0")
+    most_workers = 0
+    idle = []
+    try:
+        for _ in range(1000):
+            idle.append(server.connect(timeout=10))
+            if len(idle) % 50 == 0:
+                most_workers = max(most_workers, len(server.workers()))
+
+        # every worker ends up holding one idle client, no more are forked
+        wait_until(lambda: server.log().count("Accepted connection") >= 51,
+                   scaled(10), what="50 connections accepted")
+        for _ in range(20):
+            most_workers = max(most_workers, len(server.workers()))
+            time.sleep(0.05)
+        assert most_workers <= 50
+        assert len(server.workers()) == 50
+
+        # a client with a packet waits in the backlog ...
+        late = server.connect()
+        late.sendall(b"late\n")
+        late.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            late.recv(100)
+        # ... and is served once the others leave
+        for sock in idle:
+            sock.close()
+        idle.clear()
+        assert recv_exactly(late, 5, timeout=60) == b"late\n"
+        late.close()
+        assert len(server.workers()) <= 50
+    finally:
+        for sock in idle:
+            sock.close()
+    assert_served(server, b"late\n")
+    assert server.stop() == 0
+
+
+# ------------------------------------------------- pidfile and data path
+
+def test_stale_pidfile_is_overwritten(make_server, tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    pidfile = tmp_path / "aesdsocket.pid"
+    pidfile.write_text(f"{dead.pid}\n")
+
+    server = make_server("--pidfile", str(pidfile))
+    assert pidfile.read_text() == f"{server.proc.pid}\n"
+    assert server.stop() == 0
+    assert not pidfile.exists()
+
+
+def test_stale_pidfile_is_overwritten_by_daemon(make_server, tmp_path):
+    pidfile = tmp_path / "aesdsocket.pid"
+    pidfile.write_text("2147483646\n")     # above pid_max: surely dead
+    server = make_server("-d", "--pidfile", str(pidfile), start=False)
+    server.start(wait=False)
+    daemon = None
+    try:
+        assert server.proc.wait(timeout=scaled(10)) == 0
+        daemon = int(pidfile.read_text())
+        assert daemon != server.proc.pid and pid_alive(daemon)
+        assert_served(server, b"")
+    finally:
+        server.stderr_file.close()
+        if daemon and pid_alive(daemon):
+            os.kill(daemon, signal.SIGTERM)
+            wait_until(lambda: not pid_alive(daemon), scaled(10),
+                       what="daemon to exit")
+    wait_until(lambda: not pidfile.exists(), scaled(5),
+               what="pidfile removal")
+    assert not os.path.exists(server.data_file)
+
+
+def plant_victim(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    os.utime(victim, (1000000000, 1000000000))
+    return victim
+
+
+def assert_victim_untouched(victim):
+    assert victim.read_bytes() == b"precious\n"
+    assert victim.stat().st_mtime == 1000000000
+    assert victim.stat().st_nlink >= 1
+
+
+def test_symlink_at_data_path_is_refused(make_server, tmp_path):
+    victim = plant_victim(tmp_path)
+    link = tmp_path / "aesdsocketdata"
+    link.symlink_to(victim)
+    server = make_server(data_file=link, start=False)
+    status, log = expect_start_failure(server)
+    assert status not in (0, None)
+    assert "Refusing data file" in log and "symbolic link" in log
+    assert_victim_untouched(victim)
+    assert link.is_symlink() and os.readlink(link) == str(victim)
+
+
+def test_dangling_symlink_at_data_path_creates_nothing(make_server, tmp_path):
+    target = tmp_path / "created-through-link"
+    link = tmp_path / "aesdsocketdata"
+    link.symlink_to(target)
+    server = make_server(data_file=link, start=False)
+    status, log = expect_start_failure(server)
+    assert status not in (0, None)
+    assert "Refusing data file" in log
+    assert not target.exists()
+    assert link.is_symlink()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling symlink", "hard link"])
+def test_planted_pidfile_is_refused(make_server, tmp_path, kind):
+    victim = plant_victim(tmp_path)
+    pidfile = tmp_path / "aesdsocket.pid"
+    if kind == "symlink":
+        pidfile.symlink_to(victim)
+    elif kind == "dangling symlink":
+        pidfile.symlink_to(tmp_path / "created-through-link")
+    else:
+        os.link(victim, pidfile)
+    server = make_server("--pidfile", str(pidfile), start=False)
+    status, log = expect_start_failure(server)
+    assert status not in (0, None)
+    assert "pidfile" in log
+    assert_victim_untouched(victim)
+    assert not (tmp_path / "created-through-link").exists()
+    # the failed start cleaned up its own data file, and only that
+    assert not os.path.exists(server.data_file)
+    assert pidfile.is_symlink() or pidfile.stat().st_nlink == 2
+
+
+def test_missing_data_directory_is_a_clear_error(make_server, tmp_path):
+    server = make_server(data_file=tmp_path / "missing" / "aesdsocketdata",
+                         start=False)
+    status, log = expect_start_failure(server)
+    assert status not in (0, None)
+    assert "Cannot create data file" in log
+    assert "No such file or directory" in log
+    assert not (tmp_path / "missing").exists()
+
+
+@needs_root
+def test_read_only_data_directory_is_a_clear_error(mounts, make_server,
+                                                   tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "--bind", str(ro), str(ro)], check=True)
+    mounts.append(str(ro))
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+    server = make_server(data_file=ro / "aesdsocketdata", start=False)
+    status, log = expect_start_failure(server)
+    assert status not in (0, None)
+    assert "Cannot create data file" in log
+    assert "Read-only file system" in log
+
+
+# ------------------------------------------------------------- privileges
+
+@needs_root
+def test_user_drops_root_in_every_process(make_server):
+    nobody = pwd.getpwnam("nobody")
+    # like /var/tmp: world-writable and sticky, reachable by the user
+    shared = tempfile.mkdtemp(prefix="aesd-user-", dir="/tmp")
+    try:
+        os.chmod(shared, 0o1777)
+        data_file = os.path.join(shared, "aesdsocketdata")
+        server = make_server("--user", "nobody", data_file=data_file)
+        assert os.stat(data_file).st_uid == nobody.pw_uid
+        assert_served(server, b"")
+        processes = [server.proc.pid] + server.workers()
+        assert len(processes) > 1
+        for pid in processes:
+            uids = status_field(pid, "Uid")
+            gids = status_field(pid, "Gid")
+            assert uids == [str(nobody.pw_uid)] * 4, (pid, uids)
+            assert gids == [str(nobody.pw_gid)] * 4, (pid, gids)
+            assert status_field(pid, "Groups") == [], pid
+        assert server.stop() == 0
+        assert not os.path.exists(data_file)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
