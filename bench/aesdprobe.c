@@ -1,0 +1,448 @@
+/* aesdprobe.c - what this machine can do at best, measured in the same run
+ * as the server so the benchmark can report ratios instead of absolutes:
+ *   sendfile -F BYTES -r R   loopback sendfile() of a file to a reader that
+ *                            discards it: MiB/s
+ *   trivial -p PORT [-t N] [-k] [-B BUG]
+ *                            minimal in-memory server for the same protocol
+ *                            (accept, read one packet, append, answer, close)
+ *                            on N threads [nproc]; run the churn client on it.
+ *                            -k: keep connections (thread each) for every
+ *                            workload; -B short|flip|dup|extra: inject a bug
+ *   fork -n N                fork()+_exit()+waitpid() cost in microseconds
+ *   thread -n N              pthread_create()+join cost in microseconds
+ *   freeport                 print a TCP port that is free on 127.0.0.1
+ * Output: key=value pairs on stdout. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void die(const char *msg)
+{
+	fprintf(stderr, "aesdprobe: %s: %s\n", msg, strerror(errno));
+	exit(1);
+}
+
+static unsigned long long num(const char *s, unsigned long long hi)
+{
+	char *end;
+	unsigned long long v, mult = 1;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (*end == 'K' || *end == 'k')
+		mult = 1024, end++;
+	else if (*end == 'M' || *end == 'm')
+		mult = 1024 * 1024, end++;
+	if (errno || end == s || *end || s[0] == '-' || v == 0 || v > hi / mult) {
+		fprintf(stderr, "aesdprobe: bad number '%s'\n", s);
+		exit(2);
+	}
+	return v * mult;
+}
+
+/* Listening socket on 127.0.0.1:port (0: any free port). */
+static int lo_listen(uint16_t port, uint16_t *bound)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	socklen_t sl = sizeof(sa);
+	int one = 1;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0)
+		die("socket");
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		die("bind");
+	if (listen(fd, 4096) < 0)
+		die("listen");
+	if (bound) {
+		getsockname(fd, (struct sockaddr *)&sa, &sl);
+		*bound = ntohs(sa.sin_port);
+	}
+	return fd;
+}
+
+static int lo_connect(uint16_t port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		die("connect");
+	return fd;
+}
+
+struct drain {
+	int fd;
+	uint64_t want, got;
+};
+
+static void *drain_thread(void *arg)
+{
+	struct drain *d = arg;
+	size_t cap = 1 << 20;
+	char *buf = malloc(cap);
+
+	if (!buf)
+		die("malloc");
+	while (d->got < d->want) {
+		ssize_t n = recv(d->fd, buf, cap, 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		d->got += (uint64_t)n;
+	}
+	free(buf);
+	return NULL;
+}
+
+static int probe_sendfile(uint64_t size, unsigned reps, const char *dir)
+{
+	char path[4096];
+	uint16_t port;
+	int lfd = lo_listen(0, &port);
+	int file, cfd, sfd;
+	struct drain d = { 0 };
+	pthread_t t;
+	char *block;
+	uint64_t t0, t1;
+
+	snprintf(path, sizeof(path), "%s/aesdprobe.XXXXXX", dir);
+	file = mkstemp(path);
+	if (file < 0)
+		die("mkstemp");
+	unlink(path);
+	block = malloc(1 << 20);
+	if (!block)
+		die("malloc");
+	memset(block, 'x', 1 << 20);
+	for (uint64_t left = size; left;) {
+		size_t n = left < (1 << 20) ? (size_t)left : (1 << 20);
+		ssize_t w = write(file, block, n);
+
+		if (w <= 0)
+			die("write");
+		left -= (uint64_t)w;
+	}
+	free(block);
+	cfd = lo_connect(port);
+	sfd = accept(lfd, NULL, NULL);
+	if (sfd < 0)
+		die("accept");
+	d.fd = cfd;
+	d.want = size * reps;
+	if ((errno = pthread_create(&t, NULL, drain_thread, &d)))
+		die("pthread_create");
+	t0 = now_ns();
+	for (unsigned r = 0; r < reps; r++) {
+		off_t off = 0;
+
+		while ((uint64_t)off < size) {
+			ssize_t w = sendfile(sfd, file, &off, size - (uint64_t)off);
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				die("sendfile");
+		}
+	}
+	pthread_join(t, NULL);
+	t1 = now_ns();
+	printf("probe=sendfile bytes=%llu reps=%u elapsed_s=%.3f rate=%.1f unit=MiB/s\n",
+	       (unsigned long long)size, reps, (double)(t1 - t0) / 1e9,
+	       (double)d.got / 1048576.0 / ((double)(t1 - t0) / 1e9));
+	close(sfd);
+	close(cfd);
+	close(lfd);
+	close(file);
+	return d.got == d.want ? 0 : 1;
+}
+
+/* The trivial server: the whole "file" lives in one mapping that never
+ * moves, so answers are sent without holding the lock. With -k it keeps
+ * connections open (a thread each) so every workload can run against it;
+ * with -B it injects one kind of bug, to show that the generator sees it. */
+enum bug { BUG_NONE, BUG_SHORT, BUG_FLIP, BUG_DUP, BUG_EXTRA };
+
+static struct {
+	int lfd;
+	int keep;
+	enum bug bug;
+	pthread_mutex_t lock;
+	char *data;
+	size_t len, cap;
+} tv = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static int send_all(int fd, const char *d, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, d, n, MSG_NOSIGNAL);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		d += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Appends one packet and answers it; -1 to drop the connection. */
+static int answer(int fd, const char *pkt, size_t n)
+{
+	size_t end;
+	unsigned copies = tv.bug == BUG_DUP ? 2 : 1;
+
+	pthread_mutex_lock(&tv.lock);
+	if (tv.len + copies * n > tv.cap) {
+		pthread_mutex_unlock(&tv.lock);
+		return -1;
+	}
+	for (unsigned i = 0; i < copies; i++) {
+		memcpy(tv.data + tv.len, pkt, n);
+		tv.len += n;
+	}
+	end = tv.len;
+	pthread_mutex_unlock(&tv.lock);
+	switch (tv.bug) {
+	case BUG_SHORT:
+		send_all(fd, tv.data, end > 10 ? end - 10 : 0);
+		return -1;
+	case BUG_FLIP: {
+		/* a different byte in each response, so they disagree */
+		char c = tv.data[end / 2] ^ 1;
+
+		if (send_all(fd, tv.data, end / 2) < 0 || send_all(fd, &c, 1) < 0)
+			return -1;
+		return send_all(fd, tv.data + end / 2 + 1, end - end / 2 - 1);
+	}
+	case BUG_EXTRA:
+		if (send_all(fd, tv.data, end) < 0)
+			return -1;
+		return send_all(fd, "x\n", 2);
+	default:
+		return send_all(fd, tv.data, end);
+	}
+}
+
+static void serve_conn(int fd)
+{
+	size_t cap = 1 << 21, have = 0;
+	char *buf = malloc(cap);
+
+	if (!buf)
+		die("malloc");
+	for (;;) {
+		char *nl;
+		ssize_t n = recv(fd, buf + have, cap - have, 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+		while ((nl = memchr(buf, '\n', have))) {
+			size_t plen = (size_t)(nl - buf) + 1;
+
+			if (answer(fd, buf, plen) < 0 || !tv.keep)
+				goto out;
+			memmove(buf, buf + plen, have - plen);
+			have -= plen;
+		}
+		if (have == cap)
+			break;
+	}
+out:
+	free(buf);
+}
+
+static void *conn_thread(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+
+	serve_conn(fd);
+	close(fd);
+	return NULL;
+}
+
+static void *trivial_thread(void *arg)
+{
+	int one = 1;
+	pthread_attr_t attr;
+
+	(void)arg;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 64 << 10);
+	for (;;) {
+		int fd = accept(tv.lfd, NULL, NULL);
+		pthread_t t;
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			die("accept");
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (!tv.keep) {
+			serve_conn(fd);
+			close(fd);
+		} else if ((errno = pthread_create(&t, &attr, conn_thread, (void *)(intptr_t)fd))) {
+			close(fd);
+		}
+	}
+	return NULL;
+}
+
+static int probe_trivial(uint16_t port, unsigned threads)
+{
+	pthread_t t;
+	sigset_t set;
+	int sig;
+
+	tv.cap = (size_t)1 << 30;
+	tv.data = mmap(NULL, tv.cap, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (tv.data == MAP_FAILED)
+		die("mmap");
+	tv.lfd = lo_listen(port, NULL);
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	for (unsigned i = 0; i < threads; i++)
+		if ((errno = pthread_create(&t, NULL, trivial_thread, NULL)))
+			die("pthread_create");
+	sigwait(&set, &sig);
+	return 0;
+}
+
+static void *nothing(void *arg)
+{
+	return arg;
+}
+
+/* Round trip (create, run, exit, reap) and the creating call alone; the
+ * round trip includes waiting for a CPU, which on a loaded machine is most
+ * of it. */
+static int probe_fork(unsigned n, int threads)
+{
+	uint64_t t0 = now_ns(), t1, in_call = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		if (threads) {
+			pthread_t t;
+			uint64_t c = now_ns();
+
+			if ((errno = pthread_create(&t, NULL, nothing, NULL)))
+				die("pthread_create");
+			in_call += now_ns() - c;
+			pthread_join(t, NULL);
+		} else {
+			uint64_t c = now_ns();
+			pid_t pid = fork();
+			int st;
+
+			if (pid < 0)
+				die("fork");
+			if (pid == 0)
+				_exit(0);
+			in_call += now_ns() - c;
+			while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+				;
+		}
+	}
+	t1 = now_ns();
+	printf("probe=%s count=%u us_each=%.1f us_call=%.1f\n", threads ? "thread" : "fork",
+	       n, (double)(t1 - t0) / 1e3 / n, (double)in_call / 1e3 / n);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	unsigned long long size = 64ull << 20, reps = 10, count = 2000, port = 0;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned long long threads = ncpu > 0 ? (unsigned long long)ncpu : 1;
+	const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	const char *what;
+	int c;
+
+	if (argc < 2 || argv[1][0] == '-') {
+		fprintf(stderr, "usage: aesdprobe sendfile|trivial|fork|thread|freeport [options]\n");
+		return 2;
+	}
+	what = argv[1];
+	optind = 2;
+	while ((c = getopt(argc, argv, "F:r:n:p:t:d:kB:")) != -1) {
+		switch (c) {
+		case 'F': size = num(optarg, 1ull << 34); break;
+		case 'r': reps = num(optarg, 100000); break;
+		case 'n': count = num(optarg, 10000000); break;
+		case 'p': port = num(optarg, 65535); break;
+		case 't': threads = num(optarg, 256); break;
+		case 'd': dir = optarg; break;
+		case 'k': tv.keep = 1; break;
+		case 'B':
+			if (!strcmp(optarg, "short"))
+				tv.bug = BUG_SHORT;
+			else if (!strcmp(optarg, "flip"))
+				tv.bug = BUG_FLIP;
+			else if (!strcmp(optarg, "dup"))
+				tv.bug = BUG_DUP;
+			else if (!strcmp(optarg, "extra"))
+				tv.bug = BUG_EXTRA;
+			else
+				return 2;
+			break;
+		default: return 2;
+		}
+	}
+	if (!strcmp(what, "sendfile"))
+		return probe_sendfile(size, (unsigned)reps, dir);
+	if (!strcmp(what, "trivial")) {
+		if (!port) {
+			fprintf(stderr, "aesdprobe: trivial needs -p PORT\n");
+			return 2;
+		}
+		return probe_trivial((uint16_t)port, (unsigned)threads);
+	}
+	if (!strcmp(what, "fork") || !strcmp(what, "thread"))
+		return probe_fork((unsigned)count, what[0] == 't');
+	if (!strcmp(what, "freeport")) {
+		uint16_t p;
+		int fd = lo_listen(0, &p);
+
+		close(fd);
+		printf("%u\n", p);
+		return 0;
+	}
+	fprintf(stderr, "aesdprobe: unknown probe '%s'\n", what);
+	return 2;
+}
