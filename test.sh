@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Runs every test of aesd-system, installing what it needs first.
+#   ./test.sh            everything
+#   ./test.sh unit ...   only the named stages (see STAGES below)
+# Each stage runs even if an earlier one failed; the exit status is 0 only
+# when all passed.  Needs root or sudo (apt-get, tmpfs mounts, chroots).
+set -u
+cd "$(dirname "$0")" || exit 1
+ROOT=$PWD
+PYTEST=(/usr/bin/python3 -m pytest -q -p no:cacheprovider)
+VALGRIND_LOGS=$(mktemp -d /tmp/aesd-valgrind.XXXXXX)
+trap 'rm -rf "$VALGRIND_LOGS"' EXIT
+
+stage_deps() {
+	sh tests/install-deps.sh
+}
+
+# Warning-free with gcc and clang (-Werror), and for the AArch64 target.
+stage_build() {
+	make -C server -s clean &&
+	make -C server -s &&
+	make -C server -s BUILD=build/clang CC=clang &&
+	make -C server -s BUILD=build/aarch64 CROSS_COMPILE=aarch64-linux-gnu- &&
+	file server/build/aarch64/aesdsocket | grep -q 'ARM aarch64' &&
+	make -C server -s sanitize
+}
+
+stage_unit() {
+	make -C server -s unit-tests && make -C server -s sanitize-unit-tests
+}
+
+stage_shellcheck() {
+	# shellcheck disable=SC2046 # file names have no spaces
+	shellcheck -x $(git ls-files '*.sh' 'server/aesdsocket-start-stop' \
+		'image/rootfs/etc/init.d/*')
+}
+
+stage_integration() {
+	"${PYTEST[@]}" tests/integration
+}
+
+# Sanitizers make each process slower, so time bounds stretch; behaviour
+# does not.
+stage_sanitize() {
+	AESDSOCKET=$ROOT/server/build/sanitize/aesdsocket AESD_TIME_SCALE=5 \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		"${PYTEST[@]}" tests/integration
+}
+
+stage_valgrind() {
+	AESD_TIME_SCALE=10 AESDSOCKET_WRAPPER="valgrind --trace-children=yes \
+--leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 \
+--log-file=$VALGRIND_LOGS/vg.%p.log" \
+		"${PYTEST[@]}" tests/integration &&
+	/usr/bin/python3 tests/check-valgrind-logs.py "$VALGRIND_LOGS"
+}
+
+stage_sockettest() {
+	local port=19000 data pid rc
+	data=$(mktemp /tmp/aesd-sockettest.XXXXXX)
+	rm -f "$data"
+	server/aesdsocket -p "$port" -f "$data" &
+	pid=$!
+	for _ in $(seq 50); do nc -z 127.0.0.1 "$port" && break; sleep 0.1; done
+	sh tests/sockettest.sh -t 127.0.0.1 -p "$port"
+	rc=$?
+	kill -TERM "$pid" && wait "$pid" && [ ! -e "$data" ] && return "$rc"
+}
+
+stage_lifecycle() {
+	"${PYTEST[@]}" tests/lifecycle
+}
+
+stage_buildroot() {
+	bash tests/buildroot-check.sh
+}
+
+stage_fuzz() {
+	bash fuzz/smoke.sh
+}
+
+stage_bench() {
+	bash bench/smoke.sh
+}
+
+stage_system() {
+	"${PYTEST[@]}" tests/system
+}
+
+STAGES=(deps build unit shellcheck integration sanitize valgrind sockettest
+	lifecycle buildroot fuzz bench system)
+[ $# -gt 0 ] && STAGES=("$@")
+
+passed=0 failed=0 failures=""
+for stage in "${STAGES[@]}"; do
+	echo "=== stage $stage"
+	start=$SECONDS
+	if "stage_$stage"; then
+		passed=$((passed + 1))
+		echo "=== stage $stage: ok ($((SECONDS - start)) s)"
+	else
+		failed=$((failed + 1))
+		failures="$failures $stage"
+		echo "=== stage $stage: FAILED ($((SECONDS - start)) s)"
+	fi
+done
+[ -n "$failures" ] && echo "failed stages:$failures"
+echo "stages: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
