@@ -1,0 +1,221 @@
+#!/bin/bash
+# Offline checks of the Buildroot integration (base_external/) against a
+# local Buildroot tree at the pinned release. Nothing is downloaded or
+# built; all output goes to a temporary O= directory, never into the
+# Buildroot tree.
+#
+#   BUILDROOT_DIR=/path/to/buildroot tests/buildroot-check.sh
+#
+# BUILDROOT_DIR defaults to the buildroot/ submodule. Without a Buildroot
+# tree there, the checks are skipped (exit 0). Needs make, gcc, rsync,
+# python3-magic, flake8 and shellcheck (tests/packages/buildroot.txt).
+set -e
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+EXTERNAL=$ROOT/base_external
+DEFCONFIG=$EXTERNAL/configs/aesd_qemu_defconfig
+INIT_SCRIPT=$ROOT/server/aesdsocket-start-stop
+BUILDROOT_DIR=${BUILDROOT_DIR:-$ROOT/buildroot}
+PINNED_VERSION=2026.02.3
+UPSTREAM_DEFCONFIG=qemu_aarch64_virt_defconfig
+
+if [ ! -f "$BUILDROOT_DIR/Makefile" ] || [ ! -x "$BUILDROOT_DIR/utils/check-package" ]; then
+	echo "SKIP: no Buildroot tree at $BUILDROOT_DIR"
+	echo "      (git submodule update --init buildroot, or set BUILDROOT_DIR)"
+	exit 0
+fi
+BUILDROOT_DIR=$(cd "$BUILDROOT_DIR" && pwd)
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/buildroot-check.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+OUT=$TMP/output
+
+passed=0
+failed=0
+pass() {
+	passed=$((passed + 1))
+	echo "ok: $*"
+}
+fail() {
+	failed=$((failed + 1))
+	echo "FAIL: $*"
+}
+# check DESCRIPTION COMMAND...: one check, passed when COMMAND succeeds.
+check() {
+	local what=$1
+	shift
+	if "$@"; then pass "$what"; else fail "$what"; fi
+}
+
+# Quiet, one-directory make in Buildroot with our output directory.
+br_make() {
+	make --no-print-directory -C "$BUILDROOT_DIR" O="$OUT" "$@"
+}
+
+br_git_status() {
+	git -C "$BUILDROOT_DIR" status --porcelain --ignored 2>/dev/null || true
+}
+status_before=$(br_git_status)
+
+echo "Buildroot tree: $BUILDROOT_DIR"
+
+# --- The pinned release ------------------------------------------------------
+version=$(sed -n 's/^export BR2_VERSION := *//p' "$BUILDROOT_DIR/Makefile")
+check "Buildroot version is $PINNED_VERSION (found: ${version:-none})" \
+	test "$version" = "$PINNED_VERSION"
+
+# --- (a) the defconfig loads, and savedefconfig gives it back unchanged -----
+if br_make BR2_EXTERNAL="$EXTERNAL" aesd_qemu_defconfig >"$TMP/defconfig.log" 2>&1; then
+	pass "make BR2_EXTERNAL=base_external aesd_qemu_defconfig"
+else
+	fail "make BR2_EXTERNAL=base_external aesd_qemu_defconfig"
+	cat "$TMP/defconfig.log"
+fi
+if grep -i 'warning' "$TMP/defconfig.log"; then
+	fail "kconfig warnings while loading the defconfig (above)"
+else
+	pass "no kconfig warnings while loading the defconfig"
+fi
+
+CONFIG=$OUT/.config
+if [ -f "$CONFIG" ] &&
+	br_make savedefconfig BR2_DEFCONFIG="$TMP/saved_defconfig" >"$TMP/save.log" 2>&1; then
+	if diff -u "$DEFCONFIG" "$TMP/saved_defconfig"; then
+		pass "savedefconfig reproduces base_external/configs/aesd_qemu_defconfig"
+	else
+		fail "savedefconfig differs from our defconfig (diff above: - ours, + Buildroot's)"
+	fi
+else
+	fail "make savedefconfig"
+	cat "$TMP/save.log"
+fi
+
+# Derived from the release's defconfig: every line of it is in ours.
+missing=$(grep -vxF -f "$DEFCONFIG" "$BUILDROOT_DIR/configs/$UPSTREAM_DEFCONFIG" || true)
+if [ -z "$missing" ]; then
+	pass "every line of $UPSTREAM_DEFCONFIG is in our defconfig"
+else
+	fail "lines of $UPSTREAM_DEFCONFIG missing from our defconfig:"
+	printf '    %s\n' "$missing"
+fi
+
+# --- (c) the expanded .config ------------------------------------------------
+for line in \
+	'BR2_PACKAGE_AESD_ASSIGNMENTS=y' \
+	'BR2_PACKAGE_DROPBEAR=y' \
+	'BR2_PACKAGE_GESFTPSERVER=y' \
+	'BR2_TARGET_GENERIC_ROOT_PASSWD="root"' \
+	'BR2_TARGET_ENABLE_ROOT_LOGIN=y' \
+	'BR2_SYSTEM_DHCP="eth0"' \
+	'BR2_REPRODUCIBLE=y' \
+	'BR2_CCACHE=y' \
+	'BR2_TARGET_ROOTFS_EXT2_4=y' \
+	'BR2_PACKAGE_HOST_QEMU=y'; do
+	check ".config has $line" grep -qxF "$line" "$CONFIG"
+done
+# Downloads outside the tree; Buildroot's make expands $(HOME).
+# shellcheck disable=SC2016
+check '.config has BR2_DL_DIR="$(HOME)/.buildroot-dl"' \
+	grep -qxF 'BR2_DL_DIR="$(HOME)/.buildroot-dl"' "$CONFIG"
+check ".config has BR2_INIT_BUSYBOX=y (S99aesdsocket is the start script)" \
+	grep -qx 'BR2_INIT_BUSYBOX=y' "$CONFIG"
+
+# --- (b) utils/check-package on every file we own ---------------------------
+# check-package's shebang finds "python3" on PATH; use the system one, which
+# has python3-magic.
+PYTHON=/usr/bin/python3
+check_package() {
+	local label=$1
+	shift
+	if "$PYTHON" "$BUILDROOT_DIR/utils/check-package" "$@" >"$TMP/cp.log" 2>&1; then
+		lines=$(sed -n 's/ lines processed//p' "$TMP/cp.log")
+		if [ "$lines" = 0 ]; then
+			pass "check-package: $label (a file it has no rules for)"
+		else
+			pass "check-package: $label ($lines lines)"
+		fi
+	else
+		fail "check-package: $label"
+		sed 's/^/    /' "$TMP/cp.log"
+	fi
+}
+while IFS= read -r -d '' file; do
+	check_package "${file#"$ROOT"/}" -b "$file"
+done < <(find "$EXTERNAL" -type f -print0 | sort -z)
+
+if [ -f "$INIT_SCRIPT" ]; then
+	check_package "server/aesdsocket-start-stop" -b "$INIT_SCRIPT"
+	# Buildroot's start-script rules (DAEMON, PIDFILE, S<nn><daemon> name,
+	# tabs) apply by file name: check it under the name it is installed as.
+	# It is installed with "install -m 0755", so, as for any file in an
+	# etc/init.d/ directory, its mode in the source tree is not checked.
+	mkdir -p "$TMP/target/etc/init.d"
+	cp -p "$INIT_SCRIPT" "$TMP/target/etc/init.d/S99aesdsocket"
+	check_package "server/aesdsocket-start-stop as /etc/init.d/S99aesdsocket" \
+		-b "$TMP/target/etc/init.d/S99aesdsocket"
+else
+	fail "server/aesdsocket-start-stop does not exist"
+fi
+
+# --- The package resolves, offline ------------------------------------------
+# One make run: the package's variables, with BR2_DL_DIR unset and a known
+# HOME, then its "rsync" step (a local package needs no download).
+vars='AESD_ASSIGNMENTS_VERSION AESD_ASSIGNMENTS_SITE_METHOD AESD_ASSIGNMENTS_OVERRIDE_SRCDIR AESD_ASSIGNMENTS_LICENSE AESD_ASSIGNMENTS_LICENSE_FILES AESD_ASSIGNMENTS_DIR DL_DIR'
+if env -u BR2_DL_DIR HOME="$TMP/home" \
+	make --no-print-directory -C "$BUILDROOT_DIR" O="$OUT" \
+	printvars VARS="$vars" aesd-assignments-rsync >"$TMP/pkg.log" 2>&1; then
+	pass "make printvars aesd-assignments-rsync"
+else
+	fail "make printvars aesd-assignments-rsync"
+	tail -n 20 "$TMP/pkg.log"
+fi
+var() {
+	sed -n "s/^$1=//p" "$TMP/pkg.log"
+}
+check "aesd-assignments uses SITE_METHOD local" \
+	test "$(var AESD_ASSIGNMENTS_SITE_METHOD)" = local
+srcdir=$(var AESD_ASSIGNMENTS_OVERRIDE_SRCDIR)
+check "aesd-assignments is built from $ROOT/server (${srcdir:-unset})" \
+	test -n "$srcdir" -a "$(realpath -m "$srcdir")" = "$(realpath "$ROOT/server")"
+check "aesd-assignments LICENSE is MIT, from LICENSE" \
+	test "$(var AESD_ASSIGNMENTS_LICENSE)/$(var AESD_ASSIGNMENTS_LICENSE_FILES)" = "MIT/LICENSE"
+check "the default download dir is \$HOME/.buildroot-dl ($(var DL_DIR))" \
+	test "$(var DL_DIR)" = "$TMP/home/.buildroot-dl"
+
+pkgdir=$(var AESD_ASSIGNMENTS_DIR)
+check "the rsync step copied server/ (Makefile, src/, LICENSE)" \
+	test -n "$pkgdir" -a -f "$pkgdir/Makefile" -a -d "$pkgdir/src" -a -f "$pkgdir/LICENSE"
+# Plant the leftovers of a native build in a copy of server/ and sync that
+# (as <pkg>_OVERRIDE_SRCDIR, the same rsync step): none of them may reach
+# the target build directory.
+mkdir -p "$TMP/server-copy"
+cp -a "$ROOT/server/." "$TMP/server-copy/"
+mkdir -p "$TMP/server-copy/build/default"
+echo host >"$TMP/server-copy/aesdsocket"
+echo host >"$TMP/server-copy/build/default/main.o"
+if br_make AESD_ASSIGNMENTS_OVERRIDE_SRCDIR="$TMP/server-copy" \
+	printvars VARS=AESD_ASSIGNMENTS_DIR aesd-assignments-rsync \
+	>"$TMP/rsync.log" 2>&1; then
+	copydir=$(sed -n 's/^AESD_ASSIGNMENTS_DIR=//p' "$TMP/rsync.log")
+	check "host build leftovers (server/aesdsocket, server/build/) are not synced" \
+		test -n "$copydir" -a -f "$copydir/Makefile" \
+		-a ! -e "$copydir/aesdsocket" -a ! -e "$copydir/build"
+else
+	fail "make aesd-assignments-rsync from a copy of server/"
+	tail -n 20 "$TMP/rsync.log"
+fi
+
+if BR2_DL_DIR="$TMP/dl-from-env" br_make printvars VARS=DL_DIR >"$TMP/dl.log" 2>&1; then
+	check "BR2_DL_DIR from the environment wins ($(sed -n 's/^DL_DIR=//p' "$TMP/dl.log"))" \
+		grep -qxF "DL_DIR=$TMP/dl-from-env" "$TMP/dl.log"
+else
+	fail "make printvars VARS=DL_DIR with BR2_DL_DIR set"
+	tail -n 20 "$TMP/dl.log"
+fi
+
+# --- Nothing written into the Buildroot tree --------------------------------
+check "the Buildroot tree was not modified" test "$(br_git_status)" = "$status_before"
+
+echo "buildroot-check: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
