@@ -350,7 +350,9 @@ int pool_run(struct pool *p)
 		}
 		/* Short of workers (fork failed)?  Try again in a while. */
 		n = ppoll(&pfd, 1,
-			  idle_count(p) < (int)p->min_spare ? &retry : NULL,
+			  idle_count(p) < (int)p->min_spare &&
+					  p->live < p->config.max_workers ?
+				  &retry : NULL,
 			  lifecycle_wait_mask());
 		if (n > 0)
 			drain(p->notify_read);
