@@ -366,16 +366,19 @@ def test_enospc_leaves_file_unchanged(mounts, make_server, tmp_path):
     assert server.stop() == 0
 
 
+def file_size_limit(limit):
+    """A preexec_fn: RLIMIT_FSIZE for the server process and its workers."""
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE,
+                           (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    return apply
+
+
 @pytest.mark.skipif(UNDER_VALGRIND,
                     reason="valgrind's own log writes are subject to RLIMIT_FSIZE")
 def test_efbig_leaves_file_unchanged(make_server):
     limit = 64 * 1024
-
-    def limit_file_size():
-        resource.setrlimit(resource.RLIMIT_FSIZE,
-                           (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-
-    server = start_with(make_server(start=False), limit_file_size)
+    server = start_with(make_server(start=False), file_size_limit(limit))
     assert send_packet(server, b"first\n", b"first\n") == b"first\n"
 
     crossing = b"C" * limit + b"\n"
@@ -389,6 +392,53 @@ def test_efbig_leaves_file_unchanged(make_server):
     expected = assert_served(server, b"first\n")
     fits = b"F" * 1000 + b"\n"
     assert send_packet(server, fits, expected + fits) == expected + fits
+    assert server.stop() == 0
+
+
+@pytest.mark.skipif(UNDER_VALGRIND,
+                    reason="valgrind's own log writes are subject to RLIMIT_FSIZE")
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_append_torn_by_a_killed_worker_is_cut_back(make_server, tmp_path):
+    """A worker dies between a short write and cutting it back: the next
+    append, by any worker, removes the torn bytes first."""
+    limit = 64 * 1024
+    server = start_with(make_server(start=False), file_size_limit(limit))
+    assert send_packet(server, b"first\n", b"first\n") == b"first\n"
+
+    doomed = server.connect()
+    worker = worker_serving(server, doomed)
+    # The packet crosses RLIMIT_FSIZE: write() stores part of it, the next
+    # write() fails, and the worker is killed as it calls ftruncate().
+    tracer = subprocess.Popen(
+        ["strace", "-p", str(worker), "-o", str(tmp_path / "strace.out"),
+         "-e", "trace=ftruncate",
+         "-e", "inject=ftruncate:error=EIO:signal=SIGKILL"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        attached = tracer.stderr.readline()
+        assert "attached" in attached, attached
+        doomed.sendall(b"T" * limit + b"\n")
+        assert_closed_by_server(doomed)
+        wait_until(lambda: not proc_exists(worker), scaled(10),
+                   what="the traced worker to die")
+        assert tracer.wait(timeout=scaled(10)) is not None
+    finally:
+        if tracer.poll() is None:
+            tracer.kill()
+            tracer.wait()
+        tracer.stderr.close()
+        doomed.close()
+    server.wait_log(rf"Connection process {worker} killed by signal 9")
+    # the torn bytes are really there: the scenario happened
+    assert os.path.getsize(server.data_file) == limit
+    assert read_bytes(server.data_file).startswith(b"first\nTTTT")
+
+    after = b"after\n"
+    assert send_packet(server, after, b"first\n" + after) == b"first\n" + after
+    server.wait_log(r"A connection process died while appending; cutting "
+                    r"the data file back to 6 bytes")
+    assert read_bytes(server.data_file) == b"first\n" + after
     assert server.stop() == 0
 
 
