@@ -83,21 +83,29 @@ ensure_arm64_lists() {
 	fi
 }
 
-# download PKG... : fetch each arm64 package into the cache unless a file with
-# the expected SHA256 is there already; print the .deb paths.
+# download PKG... : fetch the arm64 packages into the cache, except those
+# whose file with the expected SHA256 is there already; print the .deb paths
+# in the order given.
 download() {
-	local pkg file size sum
+	local pkg file size sum uris=() missing=()
 	mkdir -p "$cache/debs"
-	for pkg in "$@"; do
-		read -r _ file size sum < <(apt-get download --print-uris "$pkg:arm64" | tail -n 1)
-		[ -n "${file:-}" ] || die "apt knows no package $pkg:arm64"
+	mapfile -t uris < <(apt-get download --print-uris "${@/%/:arm64}")
+	[ "${#uris[@]}" -eq "$#" ] || die "apt does not know all of: $*"
+	for pkg in "${uris[@]}"; do
+		read -r _ file size sum <<< "$pkg"
 		file=$cache/debs/$file
-		sum=${sum#SHA256:}
-		if ! [ -f "$file" ] || [ "$(sha256sum < "$file" | cut -d' ' -f1)" != "$sum" ]; then
-			log "downloading $pkg:arm64 ($size bytes)"
-			(cd "$cache/debs" && apt-get download -o APT::Sandbox::User=root "$pkg:arm64" >&2)
-			[ "$(sha256sum < "$file" | cut -d' ' -f1)" = "$sum" ] || die "checksum mismatch for $file"
+		if ! [ -f "$file" ] || [ "$(sha256sum < "$file" | cut -d' ' -f1)" != "${sum#SHA256:}" ]; then
+			missing+=("${file##*/}")
+			log "downloading ${file##*/} ($size bytes)"
 		fi
+	done
+	if ((${#missing[@]})); then
+		(cd "$cache/debs" && apt-get download -q -o APT::Sandbox::User=root "${@/%/:arm64}" >&2)
+	fi
+	for pkg in "${uris[@]}"; do
+		read -r _ file size sum <<< "$pkg"
+		file=$cache/debs/$file
+		[ "$(sha256sum < "$file" | cut -d' ' -f1)" = "${sum#SHA256:}" ] || die "checksum mismatch for $file"
 		printf '%s\n' "$file"
 	done
 }
@@ -110,13 +118,9 @@ modinfo_depends() {
 
 # find_module NAME: path of module NAME (- and _ are the same) under $kroot
 find_module() {
-	local name=${1//-/_} f base
-	for f in "${modfiles[@]}"; do
-		base=${f##*/}
-		base=${base%.ko}
-		[ "${base//-/_}" = "$name" ] && { printf '%s\n' "$f"; return 0; }
-	done
-	die "kernel module $1 not found"
+	local name=${1//-/_}
+	[ -n "${modpath[$name]:-}" ] || die "kernel module $1 not found"
+	printf '%s\n' "${modpath[$name]}"
 }
 
 # needed_libs FILE: the DT_NEEDED sonames of an ELF file
@@ -167,15 +171,16 @@ build_server() {
 	mkdir -p "$src"
 	# Build in a copy, so the host build in server/ is left alone
 	tar -C "$top/server" --exclude=./aesdsocket --exclude=./build -cf - . | tar -C "$src" -xf -
-	make -s -C "$src" clean >/dev/null 2>&1 || true
-	# -ffile-prefix-map: no build directory in the binary, so any clone
+	# -ffile-prefix-map: no build directory in the binary, so that any clone
 	# builds the same bytes
-	make -C "$src" CROSS_COMPILE="$cross" \
-		CC="${cross}gcc -ffile-prefix-map=$src=." >&2
-	make -C "$src" install DESTDIR="$root" PREFIX=/usr >&2
-	make -C "$src" install-sysv DESTDIR="$root" >&2
+	local vars=(BUILD=build/aarch64 CROSS_COMPILE="$cross"
+		CC="${cross}gcc -ffile-prefix-map=$src=.")
+	make -s -C "$src" "${vars[@]}" all >&2
+	make -s -C "$src" "${vars[@]}" install DESTDIR="$root" PREFIX=/usr >&2
+	make -s -C "$src" "${vars[@]}" install-sysv DESTDIR="$root" >&2
 	[ -x "$root/usr/bin/aesdsocket" ] || die "make install did not install /usr/bin/aesdsocket"
 	[ -x "$root/etc/init.d/S99aesdsocket" ] || die "make install-sysv did not install /etc/init.d/S99aesdsocket"
+	# Like Buildroot, ship stripped binaries
 	"${cross}strip" "$root/usr/bin/aesdsocket"
 }
 
@@ -206,8 +211,9 @@ main() {
 
 	log "kernel package: $kpkg"
 	local debs kdeb deb
-	mapfile -t debs < <(download "${target_packages[@]}")
-	kdeb=$(download "$kpkg")
+	mapfile -t debs < <(download "${target_packages[@]}" "$kpkg")
+	kdeb=${debs[-1]}
+	unset 'debs[-1]'
 
 	# Unpack the packages once into a scratch tree; copy only what we need
 	for deb in "${debs[@]}"; do
@@ -225,7 +231,13 @@ main() {
 		printf '%s\n' "${kdeb##*/}" > "$kroot/.complete"
 	fi
 	local kmods=lib/modules/$kver
-	mapfile -t modfiles < <(cd "$kroot/$kmods" && find kernel -name '*.ko' | sort)
+	local f base
+	declare -gA modpath=()
+	while read -r f; do
+		base=${f##*/}
+		base=${base%.ko}
+		modpath[${base//-/_}]=$f
+	done < <(cd "$kroot/$kmods" && find kernel -name '*.ko' | sort)
 
 	# Resolve module dependencies depth-first (each one after what it needs)
 	local -a order=()
