@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from conftest import (UNDER_VALGRIND, assert_closed_by_server, children_of,
+from conftest import (UNDER_VALGRIND, WRAPPER, assert_closed_by_server,
                       pid_alive, recv_exactly, recv_until_suffix, scaled,
                       wait_until)
 
@@ -123,6 +123,16 @@ def status_field(pid, name):
             if line.startswith(name + ":"):
                 return line.split()[1:]
     raise AssertionError(f"no {name} in /proc/{pid}/status")
+
+
+def wrapper_log_dir_is_private():
+    """Under valgrind --log-file=DIR/%p.log, each worker forked after
+    --user drops root must create its own log in DIR."""
+    for word in WRAPPER:
+        if word.startswith("--log-file="):
+            directory = os.path.dirname(word.split("=", 1)[1]) or "."
+            return not os.stat(directory).st_mode & 0o002
+    return False
 
 
 def start_with(server, preexec_fn):
@@ -445,10 +455,14 @@ def test_append_torn_by_a_killed_worker_is_cut_back(make_server, tmp_path):
 # ------------------------------------------------- signals and the pool
 
 def test_sigterm_under_64_busy_clients(make_server):
+    # Under valgrind every worker's exit (leak check) costs so much CPU
+    # that 64 of them outlast the server's 5 s stop grace and are killed,
+    # losing their valgrind summaries; 16 still shows the behaviour.
+    clients = 16 if UNDER_VALGRIND else 64
     server = make_server()
     stop = threading.Event()
     terminating = threading.Event()
-    served = [0] * 64
+    served = [0] * clients
     errors = []
 
     def busy(i):
@@ -467,14 +481,15 @@ def test_sigterm_under_64_busy_clients(make_server):
         except AssertionError:   # closed mid-response by the stop
             pass
 
-    threads = [threading.Thread(target=busy, args=(i,)) for i in range(64)]
+    threads = [threading.Thread(target=busy, args=(i,))
+               for i in range(clients)]
     for t in threads:
         t.start()
     try:
         wait_until(lambda: all(served), scaled(30), interval=0.05,
-                   what="all 64 clients to be served once")
+                   what=f"all {clients} clients to be served once")
         workers = server.workers()
-        assert len(workers) >= 64
+        assert len(workers) >= clients
 
         terminating.set()
         stop_requested = time.monotonic()
@@ -661,6 +676,9 @@ def test_read_only_data_directory_is_a_clear_error(mounts, make_server,
 # ------------------------------------------------------------- privileges
 
 @needs_root
+@pytest.mark.skipif(UNDER_VALGRIND and wrapper_log_dir_is_private(),
+                    reason="valgrind's --log-file directory is not writable "
+                           "by nobody (chmod 1777 it)")
 def test_user_drops_root_in_every_process(make_server):
     nobody = pwd.getpwnam("nobody")
     # like /var/tmp: world-writable and sticky, reachable by the user
