@@ -2,13 +2,17 @@
  * fuzz_framing: libFuzzer target for server/src/framing.c.
  *
  * The input describes a TCP stream and how it arrives:
- *   bytes 0-1  max_packet, 1..MAX_PACKET_RANGE
+ *   bytes 0-1  max_packet: 1..4096, or with the top bit set 4097..12288
+ *              (above the 4096 bytes a framer keeps after a reset)
  *   bytes 2-5  seed of the generator that cuts the rest into recv() chunks
- *   bytes 6-   the stream itself
+ *   byte 6     below 16: the (n+1)-th realloc() in framing.c fails, as on
+ *              a device out of memory (linked with --wrap=realloc)
+ *   bytes 7-   the stream itself
  * Each chunk is copied into a buffer of exactly its size (so ASan sees any
  * read past it) and fed to framer_next() the way connection.c does.  A
- * FRAMER_TOO_LONG ends the "connection": the framer is reset, as a worker
- * does before its next client, and the next chunk starts a new one.
+ * FRAMER_TOO_LONG or FRAMER_NO_MEMORY ends the "connection": the framer is
+ * reset, as a worker does before its next client, and the next chunk starts
+ * a new one.
  *
  * Invariants checked (abort() on violation):
  *  - every packet ends with '\n' and holds no other '\n';
@@ -17,6 +21,7 @@
  *    consumed so far (nothing lost, duplicated, reordered or invented);
  *  - FRAMER_TOO_LONG only when the packet being received really exceeds
  *    max_packet, and never is a longer packet or pending run accepted;
+ *  - FRAMER_NO_MEMORY only when realloc() really failed in that call;
  *  - the held buffer never grows past max(max_packet, first allocation),
  *    and is released down to a small size by framer_reset();
  *  - framer_pending() is 0 right after a packet is handed out.
@@ -28,8 +33,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_PACKET_RANGE 4096
-#define HEADER_LEN 6
+#define SMALL_MAX_PACKET 4096
+#define LARGE_MAX_PACKET 12288
+#define HEADER_LEN 7
+#define NO_FAILURE 0
 #define FIRST_ALLOCATION 256	/* framing.c's smallest buffer */
 #define KEPT_AFTER_RESET 4096	/* framing.c's KEEP_CAPACITY */
 
@@ -43,6 +50,21 @@
 	} while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+void *__real_realloc(void *ptr, size_t size);
+void *__wrap_realloc(void *ptr, size_t size);
+
+/* realloc() as framing.c sees it: the fail_at-th call fails. */
+static unsigned realloc_calls, realloc_fail_at;
+static int realloc_failed;
+
+void *__wrap_realloc(void *ptr, size_t size)
+{
+	if (++realloc_calls == realloc_fail_at) {
+		realloc_failed = 1;
+		return NULL;
+	}
+	return __real_realloc(ptr, size);
+}
 
 static uint32_t next_random(uint32_t *state)
 {
@@ -140,7 +162,10 @@ static int feed_chunk(struct connection *c, struct framer *f,
 	input.len = n;
 	for (;;) {
 		size_t before = input.len;
-		enum framer_status status = framer_next(f, &input, &packet);
+		enum framer_status status;
+
+		realloc_failed = 0;
+		status = framer_next(f, &input, &packet);
 
 		CHECK(input.len <= before);
 		c->fed += before - input.len;
@@ -154,6 +179,12 @@ static int feed_chunk(struct connection *c, struct framer *f,
 			rc = -1;
 			break;
 		}
+		if (status == FRAMER_NO_MEMORY) {
+			CHECK(realloc_failed);
+			rc = -1;
+			break;
+		}
+		CHECK(!realloc_failed);
 		CHECK(status == FRAMER_PACKET);
 		check_packet(c, max_packet, &packet);
 		memcpy(c->packets + c->packets_len, packet.data, packet.len);
@@ -173,12 +204,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < HEADER_LEN)
 		return 0;
-	max_packet = 1 + ((size_t)data[0] | (size_t)data[1] << 8) %
-			 MAX_PACKET_RANGE;
+	max_packet = (size_t)data[0] | (size_t)(data[1] & 0x7f) << 8;
+	if (data[1] & 0x80)
+		max_packet = SMALL_MAX_PACKET + 1 +
+			     max_packet % (LARGE_MAX_PACKET - SMALL_MAX_PACKET);
+	else
+		max_packet = 1 + max_packet % SMALL_MAX_PACKET;
 	state = (uint32_t)data[2] | (uint32_t)data[3] << 8 |
 		(uint32_t)data[4] << 16 | (uint32_t)data[5] << 24;
 	if (state == 0)
 		state = 1;
+	realloc_calls = 0;
+	realloc_fail_at = data[6] < 16 ? data[6] + 1U : NO_FAILURE;
 	data += HEADER_LEN;
 	size -= HEADER_LEN;
 
