@@ -32,6 +32,7 @@ struct opts {
 	size_t grow;
 	int timeout_ms;
 	pid_t server;
+	int verbose;
 };
 
 static struct opts o = {
@@ -371,11 +372,20 @@ static char *fetch_final(size_t *len)
 	return ref;
 }
 
+/* With -v, phase boundaries on stderr in CLOCK_MONOTONIC seconds, to cut
+ * a `perf record -k CLOCK_MONOTONIC` profile down to the timed part. */
+static void phase(const char *name)
+{
+	if (o.verbose)
+		fprintf(stderr, "aesdload: phase %s at %.6f\n", name, (double)now_ns() / 1e9);
+}
+
 /* Start of the timed part: the clock, and the server's CPU so far. */
 static uint64_t mark_start(double *cpu)
 {
 	if (o.server)
 		*cpu = tree_cpu_seconds(o.server);
+	phase("timed-start");
 	return now_ns();
 }
 
@@ -419,7 +429,8 @@ static void usage(FILE *f)
 		"  -r N   bigread: timed requests                    [20]\n"
 		"  -k N   idle: connections held                     [200]\n"
 		"  -t MS  timeout for connect/send/receive           [10000]\n"
-		"  -P PID server pid, for its CPU and memory (whole process tree)\n");
+		"  -P PID server pid, for its CPU and memory (whole process tree)\n"
+		"  -v     print the timed phase's start and end (CLOCK_MONOTONIC) on stderr\n");
 }
 
 static void parse(int argc, char **argv)
@@ -432,7 +443,7 @@ static void parse(int argc, char **argv)
 	}
 	o.workload = argv[1];
 	optind = 2;
-	while ((c = getopt(argc, argv, "p:c:n:s:F:g:r:k:t:P:h")) != -1) {
+	while ((c = getopt(argc, argv, "p:c:n:s:F:g:r:k:t:P:vh")) != -1) {
 		switch (c) {
 		case 'p': o.port = (uint16_t)parse_num(optarg, 1, 65535, "port"); break;
 		case 'c': o.clients = (unsigned)parse_num(optarg, 1, 1024, "clients"); break;
@@ -444,6 +455,7 @@ static void parse(int argc, char **argv)
 		case 'k': o.idle = (unsigned)parse_num(optarg, 0, 100000, "idle count"); break;
 		case 't': o.timeout_ms = (int)parse_num(optarg, 1, 3600000, "timeout"); break;
 		case 'P': o.server = (pid_t)parse_num(optarg, 1, 1 << 22, "pid"); break;
+		case 'v': o.verbose = 1; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(2);
 		}
@@ -617,6 +629,7 @@ int main(int argc, char **argv)
 				close(idle_fds[i]);
 		free(idle_fds);
 	}
+	phase("timed-end");
 	if (o.server)
 		cpu1 = tree_cpu_seconds(o.server);
 

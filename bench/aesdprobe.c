@@ -252,13 +252,12 @@ static int answer(int fd, const char *pkt, size_t n)
 	}
 }
 
-static void serve_conn(int fd)
-{
-	size_t cap = 1 << 21, have = 0;
-	char *buf = malloc(cap);
+#define CONN_BUF (1 << 21)	/* room for the largest packet we send */
 
-	if (!buf)
-		die("malloc");
+static void serve_conn(int fd, char *buf)
+{
+	size_t cap = CONN_BUF, have = 0;
+
 	for (;;) {
 		char *nl;
 		ssize_t n = recv(fd, buf + have, cap - have, 0);
@@ -272,22 +271,23 @@ static void serve_conn(int fd)
 			size_t plen = (size_t)(nl - buf) + 1;
 
 			if (answer(fd, buf, plen) < 0 || !tv.keep)
-				goto out;
+				return;
 			memmove(buf, buf + plen, have - plen);
 			have -= plen;
 		}
 		if (have == cap)
 			break;
 	}
-out:
-	free(buf);
 }
 
 static void *conn_thread(void *arg)
 {
 	int fd = (int)(intptr_t)arg;
+	char *buf = malloc(CONN_BUF);
 
-	serve_conn(fd);
+	if (buf)
+		serve_conn(fd, buf);
+	free(buf);
 	close(fd);
 	return NULL;
 }
@@ -296,8 +296,12 @@ static void *trivial_thread(void *arg)
 {
 	int one = 1;
 	pthread_attr_t attr;
+	/* one buffer per accepting thread: no allocation per connection */
+	char *buf = tv.keep ? NULL : malloc(CONN_BUF);
 
 	(void)arg;
+	if (!tv.keep && !buf)
+		die("malloc");
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&attr, 64 << 10);
@@ -312,7 +316,7 @@ static void *trivial_thread(void *arg)
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		if (!tv.keep) {
-			serve_conn(fd);
+			serve_conn(fd, buf);
 			close(fd);
 		} else if ((errno = pthread_create(&t, &attr, conn_thread, (void *)(intptr_t)fd))) {
 			close(fd);

@@ -100,12 +100,15 @@ vals() {
 	}' "$RESULTS"
 }
 
+# Numbers for people: integers from 100 up, else three significant digits.
+AWK_FMT='function fmt(v) { return (v >= 100 || v <= -100) ? sprintf("%.0f", v) : sprintf("%.3g", v) }'
+
 median() {
-	sort -g | awk '{ a[NR] = $1 }
+	sort -g | awk "$AWK_FMT"'{ a[NR] = $1 }
 		END {
 			if (NR == 0) { print "n/a"; exit }
 			m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
-			printf "%.4g\n", m
+			print fmt(m)
 		}'
 }
 
@@ -113,7 +116,7 @@ median() {
 fig() {
 	local m all
 	m=$(vals "$1" "$2" | median)
-	all=$(vals "$1" "$2" | awk '{ printf "%s%.4g", (NR > 1 ? " / " : ""), $1 }')
+	all=$(vals "$1" "$2" | awk "$AWK_FMT"'{ printf "%s%s", (NR > 1 ? " / " : ""), fmt($1) }')
 	if [ "$RUNS" -gt 1 ]; then
 		echo "$m ($all)"
 	else
@@ -124,7 +127,7 @@ fig() {
 # ratio LA KA LB KB: median over runs of the same-run ratio A/B.
 ratio() {
 	paste <(vals "$1" "$2") <(vals "$3" "$4") |
-		awk '$2 > 0 { print $1 / $2 }' | median
+		awk '$2 > 0 { printf "%.4f\n", $1 / $2 }' | median
 }
 
 # verdict VALUE OP LIMIT: "yes" or "no"
