@@ -701,3 +701,35 @@ def test_user_drops_root_in_every_process(make_server):
         assert not os.path.exists(data_file)
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+@needs_root
+@pytest.mark.skipif(UNDER_VALGRIND and wrapper_log_dir_is_private(),
+                    reason="valgrind's --log-file directory is not writable "
+                           "by nobody (chmod 1777 it)")
+@pytest.mark.xfail(strict=True, reason=(
+    "after --user drops root, the server cannot unlink its pidfile from a "
+    "root-owned directory such as /var/run: the pidfile is left behind "
+    "('Cannot remove pidfile ...: Permission denied')"))
+def test_user_removes_pidfile_at_exit(make_server):
+    # the data file where the init script puts it (/var/tmp: sticky,
+    # world-writable), the pidfile too (/var/run: root's, 0755)
+    shared = tempfile.mkdtemp(prefix="aesd-user-", dir="/tmp")
+    run = tempfile.mkdtemp(prefix="aesd-run-", dir="/tmp")
+    try:
+        os.chmod(shared, 0o1777)
+        os.chmod(run, 0o755)
+        data_file = os.path.join(shared, "aesdsocketdata")
+        pidfile = os.path.join(run, "aesdsocket.pid")
+        server = make_server("--user", "nobody", "--pidfile", pidfile,
+                             data_file=data_file)
+        with open(pidfile) as f:
+            assert f.read() == f"{server.proc.pid}\n"
+        assert_served(server, b"")
+        assert server.stop() == 0
+        assert not os.path.exists(data_file)
+        assert "Cannot remove pidfile" not in server.log()
+        assert not os.path.exists(pidfile)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+        shutil.rmtree(run, ignore_errors=True)
