@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 
+import pytest
+
 from lifecycle_helpers import alive, exchange, port_accepts, wait_until
 
 STOP_TIMEOUT = 15.0
@@ -214,8 +216,10 @@ def test_bad_arguments_make_start_fail(target):
 
 
 def test_stop_gives_up_on_a_process_that_ignores_term(target):
-    """The wait in stop is bounded (about 10 s): a server that does not exit
-    is reported as a failure instead of hanging the shutdown."""
+    """The wait in stop is bounded (100 tries 0.1 s apart): a server that
+    does not exit is reported as a failure instead of hanging the shutdown."""
+    if target.ssd != "busybox":
+        pytest.skip("shell logic, no start-stop-daemon involved: checked once")
     pid = start(target)
     # Stopped, the process cannot act on SIGTERM until it is continued.
     os.kill(pid, signal.SIGSTOP)
