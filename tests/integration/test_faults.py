@@ -9,6 +9,7 @@ it.  Under valgrind (conftest.UNDER_VALGRIND) the two heaviest tests skip.
 import errno
 import os
 import pwd
+import re
 import resource
 import shutil
 import signal
@@ -161,6 +162,40 @@ def rst_close(sock):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                     struct.pack("ii", 1, 0))
     sock.close()
+
+
+SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                     "runtime error:", "ERROR: UndefinedBehaviorSanitizer")
+
+
+def valgrind_log_dir():
+    for word in WRAPPER:
+        if word.startswith("--log-file="):
+            return os.path.dirname(word.split("=", 1)[1]) or "."
+    return None
+
+
+@pytest.fixture(autouse=True)
+def no_memory_errors(tmp_path):
+    """Fails the test if a server process (a worker, whose exit status
+    nobody checks, included) reported a sanitizer or valgrind error.
+    Autouse, so it checks after make_server has stopped every server."""
+    vg_dir = valgrind_log_dir() if UNDER_VALGRIND else None
+    before = set(os.listdir(vg_dir)) if vg_dir and os.path.isdir(vg_dir) else set()
+    yield
+    problems = []
+    for log in sorted(tmp_path.glob("server-*.log")):
+        text = log.read_text(errors="replace")
+        problems += [f"{log}: {r}" for r in SANITIZER_REPORTS if r in text]
+    if vg_dir and os.path.isdir(vg_dir):
+        for name in sorted(set(os.listdir(vg_dir)) - before):
+            path = os.path.join(vg_dir, name)
+            with open(path, errors="replace") as f:
+                text = f.read()
+            found = re.search(r"ERROR SUMMARY: (\d+) errors", text)
+            if found and int(found.group(1)) > 0:
+                problems.append(f"{path}: {found.group(0)}")
+    assert not problems, "memory errors reported:\n" + "\n".join(problems)
 
 
 @pytest.fixture
