@@ -1,9 +1,9 @@
 /*
  * aesdsocket: wires the modules together in the order the design needs.
  * Bind first, so a second instance fails before touching anything; then
- * prepare the data file, detach, write the pidfile, drop root, and only
- * then report "ready" -- so `aesdsocket -d` returning 0 means the port
- * accepts connections.
+ * prepare the data file, detach, write the pidfile, start the workers (which
+ * drop root with --user), and only then report "ready" -- so
+ * `aesdsocket -d` returning 0 means the port accepts connections.
  */
 #include "lifecycle.h"
 #include "listener.h"
@@ -62,9 +62,6 @@ static int start(struct server *s)
 		return -1;
 	if (s->opts.pidfile && pidfile_write(s->opts.pidfile) != 0)
 		return -1;
-	if (s->opts.user &&
-	    lifecycle_drop_privileges(s->opts.user, s->uid, s->gid) != 0)
-		return -1;
 	return 0;
 }
 
@@ -80,6 +77,9 @@ static struct pool *start_pool(struct server *s)
 			.send_timeout_s = s->opts.send_timeout_s,
 		},
 		.max_workers = s->opts.max_connections,
+		.user = s->opts.user,
+		.uid = s->uid,
+		.gid = s->gid,
 	};
 
 	return pool_start(&config);

@@ -189,7 +189,12 @@ static void __attribute__((noreturn)) worker_run(struct pool *p,
 	int epfd;
 
 	close(p->notify_read);
-	/* If the parent dies, stop as if it had told us to. */
+	if (p->config.user &&
+	    lifecycle_drop_privileges(p->config.user, p->config.uid,
+				      p->config.gid) != 0)
+		exit(WORKER_CANNOT_START);
+	/* If the parent dies, stop as if it had told us to.  (Set after the
+	 * privilege drop, which clears it.) */
 	if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != p->parent)
 		exit(EXIT_SUCCESS);
 	if (store_open(&store, p->config.data_file, &p->config.data_id,

@@ -7,6 +7,12 @@
  * beyond that clients wait in the listen backlog), lets surplus idle
  * workers exit after a burst, reaps every child, and on stop lets busy
  * workers finish their current append before they close.
+ *
+ * With a user, each worker drops root right after fork(), before it opens
+ * the data file or touches a client.  The parent keeps root but never
+ * reads a byte from a client: it only forks, reaps, forwards stop signals
+ * and, at exit, deletes the data file and the pidfile (which lives in a
+ * directory only root may write, such as /var/run).
  */
 #ifndef AESD_POOL_H
 #define AESD_POOL_H
@@ -20,6 +26,9 @@ struct pool_config {
 	struct store_identity data_id;
 	struct connection_limits limits;
 	unsigned max_workers;
+	const char *user;	/* NULL: workers keep the parent's user */
+	uid_t uid;
+	gid_t gid;
 };
 
 struct pool;
