@@ -34,9 +34,9 @@ for target in "${targets[@]}"; do
 	log="$here/build/smoke-$target.log"
 	status=0
 	# -timeout: one input taking this long is a failure, not a stall.
-	# -max_len 8192: longer than the framing target's largest max_packet.
+	# -max_len 16384: longer than the framing target's largest max_packet.
 	"$here/build/$target" -max_total_time="$seconds" -timeout=10 \
-		-max_len=8192 -rss_limit_mb=2048 -print_final_stats=1 \
+		-max_len=16384 -rss_limit_mb=2048 -print_final_stats=1 \
 		-artifact_prefix="$artifacts/$target-" \
 		"$scratch/$target" "$here/corpus/$target" >"$log" 2>&1 ||
 		status=$?
