@@ -1,12 +1,15 @@
 """Fixtures for the lifecycle tests: the init script run for real in a tiny
-BusyBox chroot, with BusyBox's or Debian's start-stop-daemon, against a
-statically linked aesdsocket built from a copy of server/ (nothing is built
-in the work tree).
+BusyBox chroot against a statically linked aesdsocket built from a copy of
+server/ (nothing is built in the work tree). Two flavours: "busybox", the
+target's (BusyBox ash and start-stop-daemon), and "debian" (Debian's dash
+and start-stop-daemon, copied in with their libraries; dash because Debian's
+busybox ash runs its own applets in preference to /sbin/start-stop-daemon).
 
 Every test gets its own chroot, its own free port (AESDSOCKET_ARGS in the
 chroot's /etc/default/aesdsocket) and its own reaper process (reaper.py),
 which stands in for init: daemons are reparented to it, reaped when they
-exit, and killed when the test ends. Every wait has an explicit timeout.
+exit, and killed when the test ends; it also holds the chroot's /proc mount
+in a mount namespace of its own. Every wait has an explicit timeout.
 """
 
 import json
@@ -26,6 +29,7 @@ REPO = HERE.parent.parent
 SERVER = REPO / "server"
 BUSYBOX = pathlib.Path("/bin/busybox")
 DEBIAN_SSD = pathlib.Path("/sbin/start-stop-daemon")
+DASH = pathlib.Path("/bin/dash")
 # BusyBox init's default PATH on the target.
 TARGET_PATH = "/sbin:/usr/sbin:/bin:/usr/bin"
 COMMAND_TIMEOUT = 30.0
@@ -35,9 +39,9 @@ STATIC = ["LDFLAGS=-static"]
 class Reaper:
     """Client of reaper.py: runs commands as its children."""
 
-    def __init__(self):
+    def __init__(self, chroot):
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "reaper.py")],
+            [sys.executable, str(HERE / "reaper.py"), str(chroot)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.pid = json.loads(self._readline(10.0))["pid"]
 
@@ -73,11 +77,12 @@ class Target:
     """A chroot laid out like the target: BusyBox, aesdsocket installed with
     the server's `make install` and `make install-sysv`, /var/run, /var/tmp."""
 
-    def __init__(self, root, port, reaper, ssd):
+    def __init__(self, root, port, reaper, flavour):
         self.root = root
         self.port = port
         self.reaper = reaper
-        self.ssd = ssd
+        self.flavour = flavour
+        self.shell = "/bin/dash" if flavour == "debian" else "/bin/sh"
         self.binary = root / "usr/bin/aesdsocket"
         self.pidfile = root / "var/run/aesdsocket.pid"
         self.datafile = root / "var/tmp/aesdsocketdata"
@@ -92,17 +97,12 @@ class Target:
             self.shipped_default + f'AESDSOCKET_ARGS="{args}"\n')
 
     def chroot(self, *argv):
-        """Run argv inside the chroot, with /proc mounted in a private mount
-        namespace so nothing leaks into the host's mount table."""
-        script = 'mount -t proc proc "$1/proc" && shift && exec chroot "$@"'
-        return self.reaper.run(
-            ["/usr/bin/unshare", "--mount", "--propagation", "private",
-             "/bin/sh", "-c", script, "sh", str(self.root), str(self.root),
-             *argv],
-            {"PATH": TARGET_PATH})
+        """Run argv inside the chroot (as a child of the reaper)."""
+        return self.reaper.run(["/usr/sbin/chroot", str(self.root), *argv],
+                               {"PATH": TARGET_PATH})
 
     def initscript(self, action):
-        return self.chroot("/bin/sh", "/etc/init.d/S99aesdsocket", action)
+        return self.chroot(self.shell, "/etc/init.d/S99aesdsocket", action)
 
     def pid(self):
         return int(self.pidfile.read_text())
@@ -138,16 +138,16 @@ def static_server(tmp_path_factory):
     return copy
 
 
-def debian_ssd_files():
-    """Debian's start-stop-daemon and the shared libraries it loads."""
-    out = subprocess.run(["ldd", str(DEBIAN_SSD)], check=True, text=True,
+def with_libraries(program):
+    """program and the shared libraries it loads."""
+    out = subprocess.run(["ldd", str(program)], check=True, text=True,
                          capture_output=True, timeout=30).stdout
     libs = [pathlib.Path(word) for line in out.splitlines()
             for word in line.split() if word.startswith("/")]
-    return [DEBIAN_SSD, *libs]
+    return [program, *libs]
 
 
-def make_target(root, server, ssd):
+def make_target(root, server, flavour):
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "dev", "proc",
               "tmp", "var/run", "var/tmp"):
         (root / d).mkdir(parents=True, exist_ok=True)
@@ -167,28 +167,30 @@ def make_target(root, server, ssd):
         subprocess.run(["make", "-s", "-C", str(server), *STATIC, target,
                         f"DESTDIR={root}", "PREFIX=/usr"],
                        check=True, timeout=60, stdout=subprocess.DEVNULL)
-    if ssd == "debian":
+    if flavour == "debian":
         for d in ("sbin", "usr/sbin", "bin", "usr/bin"):
             (root / d / "start-stop-daemon").unlink(missing_ok=True)
-        for f in debian_ssd_files():
-            dest = root / ("sbin/start-stop-daemon" if f == DEBIAN_SSD
-                           else str(f).lstrip("/"))
+        # Same paths inside; on a merged-/usr host, /bin and /sbin are links.
+        dests = {DEBIAN_SSD: "sbin/start-stop-daemon", DASH: "bin/dash"}
+        for f in with_libraries(DEBIAN_SSD) + with_libraries(DASH):
+            dest = root / dests.get(f, str(f).lstrip("/"))
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, dest)
 
 
 @pytest.fixture(params=["busybox", "debian"])
 def target(request, static_server, tmp_path):
-    """A fresh target chroot per test, with BusyBox's or Debian's
-    start-stop-daemon; every process it started is gone afterwards."""
+    """A fresh target chroot per test, in either flavour; every process it
+    started is gone afterwards."""
     needs_root()
     if not BUSYBOX.exists():
         pytest.skip("busybox-static is not installed")
-    if request.param == "debian" and not DEBIAN_SSD.exists():
-        pytest.skip("Debian's start-stop-daemon is not installed")
+    if request.param == "debian" and not (DEBIAN_SSD.exists() and
+                                          DASH.exists()):
+        pytest.skip("Debian's start-stop-daemon or dash is not installed")
     root = tmp_path / "root"
     make_target(root, static_server, request.param)
-    reaper = Reaper()
+    reaper = Reaper(root)
     t = Target(root, free_port(), reaper, request.param)
     try:
         yield t

@@ -1,6 +1,7 @@
 """Helpers shared by the lifecycle tests (a module name of its own, so it
 cannot be confused with another test directory's conftest or helpers)."""
 
+import os
 import socket
 import time
 
@@ -61,3 +62,16 @@ def ppid(pid):
             return int(f.read().rsplit(")", 1)[1].split()[1])
     except OSError:
         return 0
+
+
+def children(pid):
+    """Pids of the live processes whose parent is pid."""
+    return [int(p) for p in os.listdir("/proc")
+            if p.isdigit() and ppid(int(p)) == pid and alive(int(p))]
+
+
+def uids(pid):
+    """Real, effective, saved and filesystem uid of pid."""
+    with open(f"/proc/{pid}/status") as f:
+        line = next(line for line in f if line.startswith("Uid:"))
+    return [int(u) for u in line.split()[1:]]

@@ -6,6 +6,11 @@ this process instead (PR_SET_CHILD_SUBREAPER), which reaps it the same way,
 and which kills whatever is still running when the test closes it. So a test
 never leaves a daemon or a zombie behind, whatever happened to it.
 
+With a chroot directory as argument, it first moves into a mount namespace
+of its own and mounts /proc inside the chroot there: every command it runs
+(and every daemon they leave) sees that one /proc, as on a real system, and
+the mount disappears with the last of them, so it never leaks to the host.
+
 Protocol, one JSON value per line: stdin gets [argv, env, timeout_seconds];
 stdout answers {"rc": exit status or -signal, "out": stdout+stderr,
 "timed_out": bool}. End of stdin: SIGKILL every remaining child, reap, exit.
@@ -20,6 +25,9 @@ import tempfile
 import time
 
 PR_SET_CHILD_SUBREAPER = 36
+CLONE_NEWNS = 0x00020000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
 
 
 def status_code(status):
@@ -100,10 +108,25 @@ def kill_all(timeout=10.0):
         time.sleep(0.01)
 
 
+def check(what, result):
+    if result != 0:
+        sys.exit(f"{what}: {os.strerror(ctypes.get_errno())}")
+
+
+def mount_proc_privately(libc, chroot):
+    check("unshare(CLONE_NEWNS)", libc.unshare(CLONE_NEWNS))
+    check("making / private",
+          libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None))
+    target = os.path.join(chroot, "proc").encode()
+    check("mounting proc", libc.mount(b"proc", target, b"proc", 0, None))
+
+
 def main():
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        sys.exit(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
+    check("prctl(PR_SET_CHILD_SUBREAPER)",
+          libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
+    if len(sys.argv) > 1:
+        mount_proc_privately(libc, sys.argv[1])
     print(json.dumps({"pid": os.getpid()}), flush=True)
     for line in sys.stdin:
         argv, env, timeout = json.loads(line)
