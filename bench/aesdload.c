@@ -6,6 +6,7 @@
  *   stream  C persistent connections, N packets each, one at a time
  *   bigread grow the file to F bytes, then R tiny requests on one connection
  *   idle    hold K idle connections, ping them, run churn, ping them again
+ *           (-b: the baseline - same pings over one connection, none held)
  *   wait    wait until the port accepts connections (for scripts)
  * Output: one line of key=value pairs on stdout. */
 #include <errno.h>
@@ -33,6 +34,7 @@ struct opts {
 	int timeout_ms;
 	pid_t server;
 	int verbose;
+	int baseline;
 };
 
 static struct opts o = {
@@ -257,7 +259,7 @@ static unsigned ping_all(int *fds, unsigned k, int deadline_ms)
 		pfd[i].fd = -1;
 		if (fds[i] < 0)
 			continue;
-		new_packet(&pk[i], 'i', 32);
+		new_packet(&pk[i], 'i', packet_min_len());
 		if (send(fds[i], pk[i].buf, pk[i].len, MSG_NOSIGNAL) != (ssize_t)pk[i].len) {
 			err_count(errno == EAGAIN ? ERR_TIMEOUT : ERR_RESET);
 			close(fds[i]);
@@ -389,6 +391,18 @@ static uint64_t mark_start(double *cpu)
 	return now_ns();
 }
 
+/* End of the timed part, before anything else (closing the idle
+ * connections lets their workers exit and be counted). */
+static uint64_t mark_end(double *cpu)
+{
+	uint64_t t = now_ns();
+
+	phase("timed-end");
+	if (o.server)
+		*cpu = tree_cpu_seconds(o.server);
+	return t;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -428,6 +442,8 @@ static void usage(FILE *f)
 		"  -g N   bigread: size of the packets that grow the file [1000000]\n"
 		"  -r N   bigread: timed requests                    [20]\n"
 		"  -k N   idle: connections held                     [200]\n"
+		"  -b     idle: baseline - send the same pings over one connection and\n"
+		"         hold none, then churn (same file size as the real run)\n"
 		"  -t MS  timeout for connect/send/receive           [10000]\n"
 		"  -P PID server pid, for its CPU and memory (whole process tree)\n"
 		"  -v     print the timed phase's start and end (CLOCK_MONOTONIC) on stderr\n");
@@ -443,7 +459,7 @@ static void parse(int argc, char **argv)
 	}
 	o.workload = argv[1];
 	optind = 2;
-	while ((c = getopt(argc, argv, "p:c:n:s:F:g:r:k:t:P:vh")) != -1) {
+	while ((c = getopt(argc, argv, "p:c:n:s:F:g:r:k:t:P:bvh")) != -1) {
 		switch (c) {
 		case 'p': o.port = (uint16_t)parse_num(optarg, 1, 65535, "port"); break;
 		case 'c': o.clients = (unsigned)parse_num(optarg, 1, 1024, "clients"); break;
@@ -456,6 +472,7 @@ static void parse(int argc, char **argv)
 		case 't': o.timeout_ms = (int)parse_num(optarg, 1, 3600000, "timeout"); break;
 		case 'P': o.server = (pid_t)parse_num(optarg, 1, 1 << 22, "pid"); break;
 		case 'v': o.verbose = 1; break;
+		case 'b': o.baseline = 1; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(2);
 		}
@@ -529,10 +546,10 @@ int main(int argc, char **argv)
 	t1 = t0;
 	if (!strcmp(o.workload, "churn")) {
 		run_threads(churn_thread, o.clients);
-		t1 = now_ns();
+		t1 = mark_end(&cpu1);
 	} else if (!strcmp(o.workload, "stream")) {
 		run_threads(stream_thread, o.clients);
-		t1 = now_ns();
+		t1 = mark_end(&cpu1);
 	} else if (!strcmp(o.workload, "bigread")) {
 		struct reader rd;
 		struct local l = { 0 };
@@ -599,13 +616,43 @@ int main(int argc, char **argv)
 			}
 			packet_free(&p);
 		}
-		t1 = now_ns();
+		t1 = mark_end(&cpu1);
 		if (fd >= 0) {
 			finish(fd, &rd);
 			close(fd);
 		}
 		reader_free(&rd);
 		local_merge(&l);
+	} else if (o.baseline) {
+		/* the same file growth as the idle pings, without holding any
+		 * connection: what "churn without idle connections" compares to */
+		struct reader rd;
+		int fd = lo_connect(o.port, o.timeout_ms);
+
+		if (reader_init(&rd, 256 << 10) < 0)
+			die("out of memory");
+		for (unsigned i = 0; fd >= 0 && i < o.idle; i++) {
+			struct packet p;
+
+			new_packet(&p, 'i', packet_min_len());
+			if (exchange(fd, &p, CHECK_HASH, &rd, &rec) == 0) {
+				if (recvec_push(&all_recs, &rec) < 0)
+					die("out of memory");
+				accepted++;
+			} else {
+				close(fd);
+				fd = -1;
+			}
+			packet_free(&p);
+		}
+		if (fd >= 0) {
+			finish(fd, &rd);
+			close(fd);
+		}
+		reader_free(&rd);
+		t0 = mark_start(&cpu0);
+		run_threads(churn_thread, o.clients);
+		t1 = mark_end(&cpu1);
 	} else {
 		idle_fds = calloc(o.idle ? o.idle : 1, sizeof(*idle_fds));
 		if (!idle_fds)
@@ -622,16 +669,13 @@ int main(int argc, char **argv)
 			pss_idle = tree_pss_kib(o.server);
 		t0 = mark_start(&cpu0);
 		run_threads(churn_thread, o.clients);
-		t1 = now_ns();
+		t1 = mark_end(&cpu1);
 		served = ping_all(idle_fds, o.idle, o.timeout_ms);
 		for (unsigned i = 0; i < o.idle; i++)
 			if (idle_fds[i] >= 0)
 				close(idle_fds[i]);
 		free(idle_fds);
 	}
-	phase("timed-end");
-	if (o.server)
-		cpu1 = tree_cpu_seconds(o.server);
 
 	/* every response against the final file */
 	ref = fetch_final(&ref_len);
@@ -656,6 +700,8 @@ int main(int argc, char **argv)
 	printf("workload=%s clients=%u count=%u size=%u", o.workload, o.clients, o.count, o.size);
 	if (!strcmp(o.workload, "bigread"))
 		printf(" fill=%" PRIu64 " requests=%u grow_bytes=%" PRIu64, o.fill, o.requests, grow_bytes);
+	if (!strcmp(o.workload, "idle"))
+		printf(" baseline=%d", o.baseline);
 	if (!strcmp(o.workload, "idle"))
 		printf(" idle=%u idle_held=%u idle_accepted=%u idle_accept_s=%.3f"
 		       " idle_served_after=%u",

@@ -75,6 +75,12 @@ expect_clean "idle: 20 held while churning 30" \
 	ok=30 idle_held=20 idle_accepted=20 idle_served_after=20
 stop_server || not_ok "server exits 0 after idle" "status $?"
 
+start_server "$WORK" -c 64
+expect_clean "idle baseline: 20 pings on one connection, then churn 30" \
+	"$(run_load idle -b -p "$SERVER_PORT" -k 20 -c 2 -n 30)" \
+	ok=30 idle_held=0 idle_accepted=20
+stop_server || not_ok "server exits 0 after idle baseline" "status $?"
+
 # The generator itself: clean against the trivial server ...
 start_trivial -k
 expect_clean "generator: trivial server, stream" \
