@@ -8,7 +8,8 @@
 #
 # BUILDROOT_DIR defaults to the buildroot/ submodule. Without a Buildroot
 # tree there, the checks are skipped (exit 0). Needs make, gcc, rsync,
-# python3-magic, flake8 and shellcheck (tests/packages/buildroot.txt).
+# file, python3-magic, flake8, shellcheck and gcc-aarch64-linux-gnu
+# (tests/packages/buildroot.txt).
 set -e
 
 cd "$(dirname "$0")/.."
@@ -161,7 +162,7 @@ fi
 # --- The package resolves, offline ------------------------------------------
 # One make run: the package's variables, with BR2_DL_DIR unset and a known
 # HOME, then its "rsync" step (a local package needs no download).
-vars='AESD_ASSIGNMENTS_VERSION AESD_ASSIGNMENTS_SITE_METHOD AESD_ASSIGNMENTS_OVERRIDE_SRCDIR AESD_ASSIGNMENTS_LICENSE AESD_ASSIGNMENTS_LICENSE_FILES AESD_ASSIGNMENTS_DIR DL_DIR'
+vars='AESD_ASSIGNMENTS_VERSION AESD_ASSIGNMENTS_SITE_METHOD AESD_ASSIGNMENTS_OVERRIDE_SRCDIR AESD_ASSIGNMENTS_LICENSE AESD_ASSIGNMENTS_LICENSE_FILES AESD_ASSIGNMENTS_DIR AESD_ASSIGNMENTS_FINAL_ALL_DEPENDENCIES TARGET_CROSS TARGET_DIR DL_DIR'
 if env -u BR2_DL_DIR HOME="$TMP/home" \
 	make --no-print-directory -C "$BUILDROOT_DIR" O="$OUT" \
 	printvars VARS="$vars" aesd-assignments-rsync >"$TMP/pkg.log" 2>&1; then
@@ -212,6 +213,46 @@ if BR2_DL_DIR="$TMP/dl-from-env" br_make printvars VARS=DL_DIR >"$TMP/dl.log" 2>
 else
 	fail "make printvars VARS=DL_DIR with BR2_DL_DIR set"
 	tail -n 20 "$TMP/dl.log"
+fi
+
+# --- The package builds and installs through Buildroot ----------------------
+# Buildroot's toolchain cannot be downloaded here, so Debian's AArch64
+# cross compiler stands in for it, under the names Buildroot calls, and
+# the package's dependencies (toolchain, skeleton, host tools) are taken
+# as built (make -o). What runs is Buildroot's own rsync, build and
+# install steps of the package, with our .mk's commands.
+cross=$(var TARGET_CROSS)
+target=$(var TARGET_DIR)
+if ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+	echo "note: no aarch64-linux-gnu-gcc (gcc-aarch64-linux-gnu): package build not checked"
+elif [ -z "$cross" ] || [ -z "$target" ]; then
+	fail "Buildroot did not report TARGET_CROSS and TARGET_DIR"
+else
+	mkdir -p "$(dirname "$cross")"
+	for tool in gcc cpp ar as ld nm ranlib readelf strip objcopy objdump \
+		gcc-ar gcc-nm gcc-ranlib; do
+		if [ -x "/usr/bin/aarch64-linux-gnu-$tool" ]; then
+			ln -sf "/usr/bin/aarch64-linux-gnu-$tool" "$cross$tool"
+		fi
+	done
+	assume_built=()
+	for dep in $(var AESD_ASSIGNMENTS_FINAL_ALL_DEPENDENCIES); do
+		assume_built+=(-o "$dep")
+	done
+	if br_make "${assume_built[@]}" aesd-assignments >"$TMP/build.log" 2>&1; then
+		pass "make aesd-assignments (Buildroot's build and install steps)"
+	else
+		fail "make aesd-assignments (Buildroot's build and install steps)"
+		tail -n 30 "$TMP/build.log"
+	fi
+	check "target has /usr/bin/aesdsocket for AArch64" \
+		grep -q 'ARM aarch64' <(file -b "$target/usr/bin/aesdsocket" 2>&1)
+	check "target has an executable /etc/init.d/S99aesdsocket" \
+		test -x "$target/etc/init.d/S99aesdsocket"
+	check "target has /etc/default/aesdsocket" \
+		test -f "$target/etc/default/aesdsocket"
+	check "no systemd units with BusyBox init" \
+		test ! -e "$target/usr/lib/systemd/system/aesdsocket.service"
 fi
 
 # --- Nothing written into the Buildroot tree --------------------------------
