@@ -1,6 +1,6 @@
 #!/bin/bash
 # Bounded fuzz smoke for CI: builds every libFuzzer target and runs each one
-# for FUZZ_SECONDS (default 30) from the committed seed corpus.  Fails on any
+# for FUZZ_SECONDS (default 25) from the committed seed corpus.  Fails on any
 # crash, sanitizer report, invariant failure, leak or timeout.  New inputs
 # go to a scratch directory, never into the committed corpus.
 #
@@ -10,7 +10,7 @@
 set -e
 
 here=$(cd "$(dirname "$0")" && pwd)
-seconds=${FUZZ_SECONDS:-30}
+seconds=${FUZZ_SECONDS:-25}
 make -s -C "$here"
 
 if [ $# -gt 0 ]; then
