@@ -485,6 +485,39 @@ def test_append_torn_by_a_killed_worker_is_cut_back(make_server, tmp_path):
     assert server.stop() == 0
 
 
+@pytest.mark.skipif(UNDER_VALGRIND,
+                    reason="the injected write error could hit valgrind's own log")
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_eio_on_append_leaves_file_unchanged(make_server, tmp_path):
+    server = make_server()
+    assert send_packet(server, b"first\n", b"first\n") == b"first\n"
+    unlucky = server.connect()
+    worker = worker_serving(server, unlucky)
+    server.wait_log(r"Accepted connection from", count=3)
+    # the worker's next write() is the append: it fails with EIO
+    tracer = subprocess.Popen(
+        ["strace", "-p", str(worker), "-o", str(tmp_path / "strace.out"),
+         "-e", "trace=write", "-e", "inject=write:error=EIO:when=1"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        attached = tracer.stderr.readline()
+        assert "attached" in attached, attached
+        unlucky.sendall(b"lost to EIO\n")
+        assert_closed_by_server(unlucky)
+        server.wait_log(r"Cannot append 12 bytes to data file \(kept at 6 "
+                        r"bytes\): Input/output error")
+    finally:
+        if tracer.poll() is None:
+            tracer.terminate()      # detaches; the worker carries on
+            tracer.wait(timeout=scaled(10))
+        tracer.stderr.close()
+        unlucky.close()
+    assert read_bytes(server.data_file) == b"first\n"
+    assert pid_alive(worker)
+    assert_served(server, b"first\n")
+
+
 # ------------------------------------------------- signals and the pool
 
 def test_sigterm_under_64_busy_clients(make_server):
