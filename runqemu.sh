@@ -12,7 +12,9 @@
 #   127.0.0.1:$AESD_SSH_PORT  (default 10022) -> guest port 22   (dropbear)
 #
 # Other environment:
-#   AESD_QEMU_SNAPSHOT=1   Buildroot image: do not write to rootfs.ext4
+#   AESD_ROOTFS            Buildroot image: the ext4 file to boot (default
+#                          buildroot/output/images/rootfs.ext4)
+#   AESD_QEMU_SNAPSHOT=1   Buildroot image: do not write to the ext4 file
 #   AESD_QEMU_SMP, AESD_QEMU_MEM   CPUs (default 2) and memory (default 256M)
 #   AESD_QEMU_APPEND       extra kernel command line
 # Arguments are passed on to qemu-system-aarch64.
@@ -53,7 +55,7 @@ args=(-M virt -cpu cortex-a53 -smp "$smp" -m "$mem" -nographic -no-reboot
 case "$choice" in
 	buildroot)
 		echo "runqemu.sh: booting the Buildroot image from $br_images" >&2
-		drive="file=$br_images/rootfs.ext4,if=none,format=raw,id=hd0"
+		drive="file=${AESD_ROOTFS:-$br_images/rootfs.ext4},if=none,format=raw,id=hd0"
 		[ "${AESD_QEMU_SNAPSHOT:-0}" = 1 ] && drive+=",snapshot=on"
 		args+=(-kernel "$br_images/Image"
 			-append "rootwait root=/dev/vda console=ttyAMA0 ${AESD_QEMU_APPEND:-}"

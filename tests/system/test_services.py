@@ -1,0 +1,148 @@
+"""The running system, one boot for the whole module: aesdsocket started at
+boot, reachable from the host, ssh/scp, and its init script's lifecycle."""
+
+import hashlib
+import os
+import re
+import subprocess
+
+from conftest import DATA_FILE, INIT_SCRIPT, TOP, send_packets
+
+SOCKETTEST = os.path.join(TOP, "tests", "sockettest.sh")
+
+
+def aesdsocket_pids(guest):
+    """Pids of processes whose command line starts with /usr/bin/aesdsocket."""
+    out = guest.check("ps -o pid,args")
+    return sorted(int(m.group(1)) for m in
+                  re.finditer(r"^\s*(\d+)\s+/usr/bin/aesdsocket\b", out, re.M))
+
+
+def main_pid(guest):
+    return int(guest.check("cat /var/run/aesdsocket.pid").strip())
+
+
+def ensure_running_fresh(guest):
+    """aesdsocket running with no data yet (stop deletes the data file)."""
+    guest.check(f"{INIT_SCRIPT} restart")
+    _, out = guest.run(f"cat {DATA_FILE} 2>/dev/null")
+    assert out == "", f"data left after restart:\n{out}"
+
+
+def test_aesdsocket_runs_from_boot(guest):
+    # Checked before any test restarts it: this is the instance init started
+    pids = aesdsocket_pids(guest)
+    assert pids, guest.check("ps -o pid,args")
+    assert main_pid(guest) in pids
+    assert "Starting aesdsocket: OK" in guest.console_log()
+    rc, out = guest.run(f"{INIT_SCRIPT} status")
+    assert rc == 0, out
+
+
+def test_sockettest_through_forwarded_port(guest):
+    ensure_running_fresh(guest)
+    result = subprocess.run(["sh", SOCKETTEST, "-t", "127.0.0.1", "-p", str(guest.host_port)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The packets are really in the guest's data file
+    assert "abcdefg\nhijklmnop\n" in guest.check(f"head -c 18 {DATA_FILE}")
+
+
+def test_ssh_runs_commands(guest):
+    result = guest.ssh("uname -m; id -u; cat /etc/hostname")
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().split() == ["aarch64", "0", "aesd"]
+    assert guest.ssh("exit 7").returncode == 7
+
+
+def test_scp_both_ways(guest, tmp_path):
+    payload = os.urandom(256 * 1024)
+    source = tmp_path / "payload.bin"
+    source.write_bytes(payload)
+    digest = hashlib.sha256(payload).hexdigest()
+    # Default scp (SFTP protocol, served by sftp-server) and legacy scp -O
+    for legacy in (False, True):
+        remote = f"/tmp/payload-{'legacy' if legacy else 'sftp'}.bin"
+        back = tmp_path / f"back-{'legacy' if legacy else 'sftp'}.bin"
+        up = guest.scp(str(source), f"guest:{remote}", legacy=legacy)
+        assert up.returncode == 0, up.stderr.decode()
+        assert guest.check(f"sha256sum {remote}").split()[0] == digest
+        down = guest.scp(f"guest:{remote}", str(back), legacy=legacy)
+        assert down.returncode == 0, down.stderr.decode()
+        assert back.read_bytes() == payload
+
+
+def test_init_script_stop_start_restart_status(guest):
+    ensure_running_fresh(guest)
+    assert send_packets(guest.host_port, b"before stop\n") == b"before stop\n"
+    guest.check(f"test -f {DATA_FILE}")
+    old = main_pid(guest)
+
+    rc, out = guest.run(f"{INIT_SCRIPT} stop")
+    assert rc == 0, out
+    assert "OK" in out
+    assert aesdsocket_pids(guest) == []
+    guest.check(f"! test -e {DATA_FILE}")
+    guest.wait_for("grep -q 'aesdsocket.*Caught signal, exiting' /var/log/messages", timeout=10)
+
+    rc, out = guest.run(f"{INIT_SCRIPT} status")
+    assert rc == 3, out
+
+    rc, out = guest.run(f"{INIT_SCRIPT} start")
+    assert rc == 0, out
+    assert send_packets(guest.host_port, b"after start\n") == b"after start\n"
+    started = main_pid(guest)
+    assert started != old
+
+    rc, out = guest.run(f"{INIT_SCRIPT} restart")
+    assert rc == 0, out
+    restarted = main_pid(guest)
+    assert restarted != started
+    assert started not in aesdsocket_pids(guest)
+    # restart stopped the old instance (file deleted), the new one serves
+    assert send_packets(guest.host_port, b"after restart\n") == b"after restart\n"
+
+    rc, out = guest.run(f"{INIT_SCRIPT} status")
+    assert rc == 0, out
+
+
+def test_stale_pidfile_does_not_block_start(guest):
+    ensure_running_fresh(guest)
+    pid = main_pid(guest)
+    guest.check(f"kill -s KILL {pid}")
+    guest.wait_for(f"! test -e /proc/{pid}", timeout=15)
+    # SIGKILL leaves the daemon's pidfile behind
+    guest.check("test -f /var/run/aesdsocket.pid")
+    rc, out = guest.run(f"{INIT_SCRIPT} status")
+    assert rc == 3, out
+    # Its pool workers go with it, freeing the port
+    guest.wait_for("! pidof aesdsocket >/dev/null", timeout=30)
+    rc, out = guest.run(f"{INIT_SCRIPT} start")
+    assert rc == 0, out
+    assert send_packets(guest.host_port, b"x\n").endswith(b"x\n")
+
+
+def test_kill_term_and_int_remove_data_file(guest):
+    for signal in ("TERM", "INT"):
+        ensure_running_fresh(guest)
+        assert send_packets(guest.host_port, b"to be removed\n") == b"to be removed\n"
+        guest.check(f"test -f {DATA_FILE}")
+        pid = main_pid(guest)
+        guest.check(f"kill -s {signal} {pid}")
+        guest.wait_for(f"! test -e /proc/{pid}", timeout=15)
+        guest.check(f"! test -e {DATA_FILE}")
+        assert aesdsocket_pids(guest) == [], signal
+    guest.check(f"{INIT_SCRIPT} start")
+
+
+def test_second_instance_fails_and_keeps_data(guest):
+    ensure_running_fresh(guest)
+    assert send_packets(guest.host_port, b"keep me\n") == b"keep me\n"
+    rc, out = guest.run("/usr/bin/aesdsocket -d 2>&1")
+    assert rc != 0, out
+    assert out.strip(), "the failing instance printed no reason"
+    # The running instance and its data are untouched
+    assert guest.check(f"cat {DATA_FILE}") == "keep me\n"
+    assert send_packets(guest.host_port, b"still here\n") == b"keep me\nstill here\n"
+    rc, out = guest.run(f"{INIT_SCRIPT} status")
+    assert rc == 0, out

@@ -1,0 +1,28 @@
+"""Shutdown and the next boot: poweroff runs the stop scripts (aesdsocket
+deletes its data file) and QEMU exits 0; the next boot has no stale data."""
+
+from conftest import DATA_FILE, INIT_SCRIPT, send_packets
+
+
+def test_poweroff_stops_service_then_fresh_boot(make_guest):
+    first = make_guest("first-boot")
+    first.boot()
+    assert send_packets(first.host_port, b"from the first boot\n") == b"from the first boot\n"
+    first.check(f"test -f {DATA_FILE}")
+
+    status = first.poweroff()
+    log = first.console_log()
+    assert status == 0, f"QEMU exited {status}"
+    # rcK ran the init script's stop, before the kernel powered off
+    stop = log.rfind("Stopping aesdsocket: OK")
+    assert stop >= 0
+    assert log.find("reboot: Power down", stop) > stop or \
+        log.find("Requesting system poweroff", stop) > stop
+
+    second = make_guest("second-boot")
+    second.boot()
+    # No data: the file is absent, or empty if aesdsocket made it at start
+    second.check(f"! test -s {DATA_FILE}")
+    rc, out = second.run(f"{INIT_SCRIPT} status")
+    assert rc == 0, out
+    assert send_packets(second.host_port, b"second\n") == b"second\n"
