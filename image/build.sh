@@ -85,7 +85,7 @@ ensure_arm64_lists() {
 
 # download PKG... : fetch the arm64 packages into the cache, except those
 # whose file with the expected SHA256 is there already; print the .deb paths
-# in the order given.
+# (in apt's order).
 download() {
 	local pkg file size sum uris=() missing=()
 	mkdir -p "$cache/debs"
@@ -210,10 +210,16 @@ main() {
 	mkdir -p "$root" "$pkgroot"
 
 	log "kernel package: $kpkg"
-	local debs kdeb deb
-	mapfile -t debs < <(download "${target_packages[@]}" "$kpkg")
-	kdeb=${debs[-1]}
-	unset 'debs[-1]'
+	local deb
+	local all=() debs=() kdeb=
+	mapfile -t all < <(download "${target_packages[@]}" "$kpkg")
+	for deb in "${all[@]}"; do
+		case "${deb##*/}" in
+			"${kpkg}_"*) kdeb=$deb;;
+			*) debs+=("$deb");;
+		esac
+	done
+	[ -n "$kdeb" ] || die "no $kpkg among the downloads"
 
 	# Unpack the packages once into a scratch tree; copy only what we need
 	for deb in "${debs[@]}"; do
