@@ -4,7 +4,8 @@
 #
 # Which image: the Buildroot one when buildroot/output/images has Image and
 # rootfs.ext4, otherwise the fast image from image/out/ (built with
-# image/build.sh when missing). AESD_IMAGE=buildroot|fast forces a choice.
+# image/build.sh when missing or older than its sources).
+# AESD_IMAGE=buildroot|fast forces a choice.
 #
 # Network: QEMU user networking with restrict=on (the guest reaches nothing
 # outside); the host forwards, on 127.0.0.1 only:
@@ -65,7 +66,12 @@ case "$choice" in
 	fast)
 		if ! [ -f "$fast_images/Image" ] || ! [ -f "$fast_images/rootfs.cpio" ]; then
 			echo "runqemu.sh: the fast image is missing; building it" >&2
-			"$top/image/build.sh"
+			AESD_IMAGE_OUT=$fast_images "$top/image/build.sh"
+		elif [ -n "$(find "$top/server" "$top/image/skeleton" "$top/image/build.sh" \
+			\( -path "$top/server/build" -o -path "$top/server/aesdsocket" \) -prune \
+			-o -newer "$fast_images/rootfs.cpio" -type f -print -quit)" ]; then
+			echo "runqemu.sh: the fast image is older than its sources; rebuilding it" >&2
+			AESD_IMAGE_OUT=$fast_images "$top/image/build.sh"
 		fi
 		echo "runqemu.sh: booting the fast image from $fast_images" >&2
 		# quiet: a serial console is slow under emulation; cryptomgr.notests:
@@ -81,7 +87,7 @@ esac
 
 cat >&2 <<EOF
 runqemu.sh: log in on this console as root / root; from another terminal:
-  echo hello | nc -q 1 127.0.0.1 $host_port   # aesdsocket
+  echo hello | nc -N 127.0.0.1 $host_port     # aesdsocket
   ssh -p $ssh_port root@127.0.0.1              # password: root
   scp -P $ssh_port FILE root@127.0.0.1:/tmp/
 runqemu.sh: quit with 'poweroff' in the guest, or Ctrl-A X

@@ -272,7 +272,8 @@ def guest(make_guest):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.failed and _guests:
+    uses_guest = {"guest", "make_guest"} & set(getattr(item, "fixturenames", ()))
+    if report.failed and uses_guest and _guests:
         log = _guests[-1].console_log()
         if len(log) > 200000:
             log = "[... start cut ...]\n" + log[-200000:]
