@@ -230,7 +230,8 @@ main() {
 	local kroot=$cache/kernel/$kver
 	if ! [ -f "$kroot/.complete" ] || [ "$(cat "$kroot/.complete")" != "${kdeb##*/}" ]; then
 		log "unpacking $kpkg"
-		rm -rf "$kroot"
+		# One kernel in the cache: drop any older one (300 MB each)
+		rm -rf "$cache/kernel"
 		mkdir -p "$kroot"
 		dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$kroot" \
 			"./boot/vmlinuz-$kver" "./lib/modules/$kver/kernel"
