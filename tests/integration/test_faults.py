@@ -130,11 +130,13 @@ def status_field(pid, name):
 def wrapper_log_dir_is_private():
     """Under valgrind --log-file=DIR/%p.log, each worker forked after
     --user drops root must create its own log in DIR."""
-    for word in WRAPPER:
-        if word.startswith("--log-file="):
-            directory = os.path.dirname(word.split("=", 1)[1]) or "."
-            return not os.stat(directory).st_mode & 0o002
-    return False
+    directory = valgrind_log_dir()
+    if directory is None:
+        return False
+    try:
+        return not os.stat(directory).st_mode & 0o002
+    except OSError:
+        return True
 
 
 def start_with(server, preexec_fn):
