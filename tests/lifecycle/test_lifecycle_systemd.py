@@ -5,16 +5,20 @@ listening socket as fd 3 (LISTEN_FDS=1, LISTEN_PID=its own pid)."""
 
 import os
 import pathlib
+import pwd
+import re
 import select
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 
 import pytest
 
-from lifecycle_helpers import exchange, free_port, port_accepts, wait_until
+from lifecycle_helpers import (children, exchange, free_port, port_accepts,
+                               wait_until)
 
 SERVER = pathlib.Path(__file__).resolve().parent.parent.parent / "server"
 ACTIVATE = shutil.which("systemd-socket-activate")
@@ -115,3 +119,103 @@ def test_listen_fds_for_another_pid_is_ignored(static_server, tmp_path):
         proc.wait(timeout=10)
         proc.stderr.close()
     assert not data.exists()
+
+
+def unit_values(key):
+    """Values of key= in the service (repeated keys accumulate)."""
+    values = []
+    for line in (SERVER / "aesdsocket.service").read_text().splitlines():
+        if line.startswith(key + "="):
+            values += line[len(key) + 1:].split()
+    return values
+
+
+def syscall_set(names):
+    """Expand @groups of `systemd-analyze syscall-filter` into syscalls."""
+    listing = subprocess.run(
+        ["systemd-analyze", "syscall-filter"], capture_output=True,
+        text=True, timeout=60, check=True).stdout
+    groups, current = {}, None
+    for line in listing.splitlines():
+        if line.startswith("@"):
+            current = groups.setdefault(line.strip(), [])
+        elif line.strip() and not line.strip().startswith("#") and current \
+                is not None:
+            current.append(line.strip())
+
+    def expand(name):
+        if not name.startswith("@"):
+            return {name}
+        return set().union(*(expand(n) for n in groups[name]))
+    return set().union(*(expand(n) for n in names))
+
+
+TRACE_LINE = re.compile(r"^(\d+) +(?:<\.\.\. (\w+) resumed>|(\w+)\()")
+
+
+def traced_calls(trace, main_pid, binary):
+    """Syscalls in an `strace -f` log made by the server: the main pid from
+    its execve of the binary on, and everything its children did."""
+    calls, families, started = set(), set(), False
+    for line in trace.splitlines():
+        m = TRACE_LINE.match(line)
+        if not m:
+            continue
+        pid, name = int(m.group(1)), m.group(2) or m.group(3)
+        if pid == main_pid and not started:
+            started = name == "execve" and f'"{binary}"' in line
+            if not started:
+                continue
+        calls.add(name)
+        if m.group(3) == "socket":
+            families.add(line.split("(", 1)[1].split(",", 1)[0])
+    return calls, families
+
+
+def test_service_sandbox_allows_what_the_server_does(static_server, tmp_path,
+                                                     request):
+    """No systemd runs here, so check the unit's SystemCallFilter= and
+    RestrictAddressFamilies= against what the server really does in a
+    session (traced with strace: activation, clients, --user, SIGTERM).
+    A call outside the filter would kill it with SIGSYS under systemd."""
+    strace = shutil.which("strace")
+    if ACTIVATE is None or strace is None:
+        pytest.skip("needs systemd-socket-activate and strace")
+    binary = str(static_server / "aesdsocket")
+    port = free_port()
+    trace = tmp_path / "trace"
+    # Like /var/tmp: reachable for the --user the workers drop to (tmp_path
+    # is not: its parents are private to root).
+    shared = pathlib.Path(tempfile.mkdtemp(prefix="aesd-lifecycle-"))
+    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
+    shared.chmod(0o1777)
+    args = ["-f", str(shared / "aesdsocketdata")]
+    try:
+        pwd.getpwnam("nobody")
+        args += ["--user", "nobody"]
+    except KeyError:
+        pass
+    proc = subprocess.Popen(
+        [strace, "-f", "-qq", "-o", str(trace), ACTIVATE,
+         "-l", f"127.0.0.1:{port}", binary, *args],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        line = read_line(proc.stderr, 30)
+        assert "Listening on" in line, line
+        [server] = children(proc.pid)
+        assert exchange(port, b"one\n") == b"one\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(b"two\n")
+            assert c.recv(100) == b"one\ntwo\n"
+            os.kill(server, signal.SIGTERM)
+            assert proc.wait(timeout=EXIT_TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        proc.stderr.close()
+    calls, families = traced_calls(trace.read_text(), server, binary)
+    assert "accept4" in calls or "accept" in calls, "trace missed the server"
+    allowed = syscall_set(unit_values("SystemCallFilter"))
+    assert calls <= allowed, f"outside SystemCallFilter: {calls - allowed}"
+    assert families <= set(unit_values("RestrictAddressFamilies")), families
