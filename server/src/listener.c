@@ -148,6 +148,20 @@ int listener_from_systemd(void)
 	return result;
 }
 
+unsigned listener_port(int fd)
+{
+	struct sockaddr_storage addr;
+	socklen_t len = sizeof(addr);
+
+	if (getsockname(fd, (struct sockaddr *)&addr, &len) != 0)
+		return 0;
+	if (addr.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&addr)->sin6_port);
+	if (addr.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&addr)->sin_port);
+	return 0;
+}
+
 void listener_peer_name(const struct sockaddr_storage *peer,
 			char name[PEER_NAME_LEN])
 {

@@ -24,6 +24,9 @@ int listener_open(const char *bind_address, unsigned port);
  * (logged).  Clears the LISTEN_* variables either way. */
 int listener_from_systemd(void);
 
+/* The port a listening socket is bound to (0 if it cannot tell). */
+unsigned listener_port(int fd);
+
 /* Writes the numeric address of a peer into name. */
 void listener_peer_name(const struct sockaddr_storage *peer,
 			char name[PEER_NAME_LEN]);

@@ -118,7 +118,7 @@ int main(int argc, char *argv[])
 		return EXIT_FAILURE;
 	}
 	log_msg(LOG_INFO, "Serving on port %u with up to %u connections",
-		s.opts.port, s.opts.max_connections);
+		listener_port(s.listen_fd), s.opts.max_connections);
 	lifecycle_report_ready(s.ready_fd, true);
 	log_startup_done();
 	rc = pool_run(pool);

@@ -183,6 +183,8 @@ def test_socket_activation(tmp_path):
         s = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
         with s:
             assert exchange(s, b"activated\n", 10) == b"activated\n"
+        # the inherited socket's port, not the -p value it ignores
+        assert f"Serving on port {port} ".encode() in (tmp_path / "act.log").read_bytes()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=scaled(5)) == 0
