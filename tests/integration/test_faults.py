@@ -755,16 +755,29 @@ def test_user_drops_root_in_every_process(make_server):
         server = make_server("--user", "nobody", data_file=data_file)
         assert os.stat(data_file).st_uid == nobody.pw_uid
         assert_served(server, b"")
+
+        def credentials(pid):
+            return (status_field(pid, "Uid"), status_field(pid, "Gid"),
+                    status_field(pid, "Groups"))
+        as_nobody = ([str(nobody.pw_uid)] * 4, [str(nobody.pw_gid)] * 4, [])
+
         # every process that touches a client runs as the user; the
         # supervising parent (no client I/O) keeps root to clean up
-        workers = server.workers()
-        assert workers
-        for pid in workers:
-            uids = status_field(pid, "Uid")
-            gids = status_field(pid, "Gid")
-            assert uids == [str(nobody.pw_uid)] * 4, (pid, uids)
-            assert gids == [str(nobody.pw_gid)] * 4, (pid, gids)
-            assert status_field(pid, "Groups") == [], pid
+        with server.connect() as client:
+            serving = worker_serving(server, client)
+            assert credentials(serving) == as_nobody, serving
+        # a worker drops root right after fork, before its first accept():
+        # one just forked (a spare) may still be on its way there
+        def all_dropped():
+            workers = server.workers()
+            for pid in workers:
+                try:
+                    if credentials(pid) != as_nobody:
+                        return False
+                except (OSError, AssertionError):
+                    continue        # exited meanwhile (a surplus spare)
+            return bool(workers)
+        wait_until(all_dropped, scaled(5), what="every worker to run as nobody")
         assert server.stop() == 0
         assert not os.path.exists(data_file)
     finally:
