@@ -9,7 +9,8 @@
 #   rootfs.cpio    the initramfs (newc), loadable with -initrd
 #   manifest.txt   package versions and sha256 of both files
 # Downloads are cached in $AESD_IMAGE_CACHE (default
-# ${XDG_CACHE_HOME:-~/.cache}/aesd-image) so that any clone reuses them.
+# ${XDG_CACHE_HOME:-~/.cache}/aesd-image, or image/cache/ without a home)
+# so that any clone reuses them.
 #
 # The build is reproducible: the same inputs (package versions, skeleton,
 # server sources, SOURCE_DATE_EPOCH) give bit-identical Image and rootfs.cpio.
@@ -27,7 +28,13 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top=$(dirname "$here")
 out=${AESD_IMAGE_OUT:-$here/out}
-cache=${AESD_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aesd-image}
+if [ -n "${AESD_IMAGE_CACHE:-}" ]; then
+	cache=$AESD_IMAGE_CACHE
+elif [ -n "${XDG_CACHE_HOME:-}${HOME:-}" ]; then
+	cache=${XDG_CACHE_HOME:-$HOME/.cache}/aesd-image
+else
+	cache=$here/cache
+fi
 cross=aarch64-linux-gnu-
 
 # Arm64 packages that go into the image; their shared libraries are picked

@@ -75,6 +75,8 @@ class Guest:
     def __init__(self, logdir, name, env_extra=None):
         self.host_port = free_port()
         self.ssh_port = free_port()
+        while self.ssh_port == self.host_port:
+            self.ssh_port = free_port()
         self.logpath = os.path.join(logdir, f"{name}-console.log")
         self.env = dict(os.environ)
         self.env.update({
