@@ -338,11 +338,11 @@ static char *fetch_final(size_t *len)
 	new_packet(&p, 'z', 64);
 	fd = lo_connect(o.port, o.timeout_ms);
 	if (fd < 0)
-		return NULL;
+		goto fail;
 	if (send(fd, p.buf, p.len, MSG_NOSIGNAL) != (ssize_t)p.len) {
 		err_count(ERR_RESET);
 		close(fd);
-		return NULL;
+		goto fail;
 	}
 	packet_sent(&p);
 	pending_start(&pd, &p);
@@ -362,8 +362,7 @@ static char *fetch_final(size_t *len)
 		if (n <= 0) {
 			pending_fail(&pd, n == 0, errno);
 			close(fd);
-			free(ref);
-			return NULL;
+			goto fail;
 		}
 		*len += (size_t)n;
 		if (pending_feed(&pd, ref + *len - n, (size_t)n, &rec) == 1)
@@ -372,6 +371,11 @@ static char *fetch_final(size_t *len)
 	close(fd);
 	packet_free(&p);
 	return ref;
+fail:
+	packet_free(&p);
+	free(ref);
+	*len = 0;
+	return NULL;
 }
 
 /* With -v, phase boundaries on stderr in CLOCK_MONOTONIC seconds, to cut
