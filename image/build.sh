@@ -123,7 +123,7 @@ modinfo_depends() {
 		tr '\0' '\n' | sed -n 's/^depends=//p' | tr ',' ' '
 }
 
-# find_module NAME: path of module NAME (- and _ are the same) under $kroot
+# find_module NAME: path of module NAME (- and _ are the same) in $modpath
 find_module() {
 	local name=${1//-/_}
 	[ -n "${modpath[$name]:-}" ] || die "kernel module $1 not found"
@@ -233,29 +233,18 @@ main() {
 		dpkg-deb -x "$deb" "$pkgroot"
 	done
 
-	# Kernel: the uncompressed Image and just the modules we load
-	local kroot=$cache/kernel/$kver
-	if ! [ -f "$kroot/.complete" ] || [ "$(cat "$kroot/.complete")" != "${kdeb##*/}" ]; then
-		log "unpacking $kpkg"
-		# One kernel in the cache: drop any older one (300 MB each)
-		rm -rf "$cache/kernel"
-		mkdir -p "$kroot"
-		dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$kroot" \
-			"./boot/vmlinuz-$kver" "./lib/modules/$kver/kernel"
-		printf '%s\n' "${kdeb##*/}" > "$kroot/.complete"
-	fi
+	# Kernel: the uncompressed Image and just the modules we load, with
+	# their dependencies. The cache keeps only those (a few hundred KB
+	# instead of the package's 300 MB of modules).
 	local kmods=lib/modules/$kver
-	local f base
+	local kcache=$cache/kernel/$kver
+	local stamp="${kdeb##*/} ${kernel_modules[*]}"
+	local kroot=$kcache m
+	local -a order=() modules=()
+	local -A seen=()
 	declare -gA modpath=()
-	while read -r f; do
-		base=${f##*/}
-		base=${base%.ko}
-		modpath[${base//-/_}]=$f
-	done < <(cd "$kroot/$kmods" && find kernel -name '*.ko' | sort)
 
 	# Resolve module dependencies depth-first (each one after what it needs)
-	local -a order=()
-	local -A seen=()
 	add_module() {
 		local path dep
 		path=$(find_module "$1")
@@ -266,11 +255,40 @@ main() {
 		done
 		order+=("$path")
 	}
-	local m
-	for m in "${kernel_modules[@]}"; do
-		add_module "$m"
-	done
-	local -a modules=("${order[@]}")
+	# Index the modules under $kroot and resolve ours into $modules
+	resolve_modules() {
+		local f base
+		modpath=()
+		while read -r f; do
+			base=${f##*/}
+			base=${base%.ko}
+			modpath[${base//-/_}]=$f
+		done < <(cd "$kroot/$kmods" && find kernel -name '*.ko' | sort)
+		order=()
+		seen=()
+		for m in "${kernel_modules[@]}"; do
+			add_module "$m"
+		done
+		modules=("${order[@]}")
+	}
+
+	if ! [ -f "$kcache/.complete" ] || [ "$(cat "$kcache/.complete")" != "$stamp" ]; then
+		log "unpacking $kpkg"
+		kroot=$work/kernel
+		mkdir -p "$kroot"
+		dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$kroot" \
+			"./boot/vmlinuz-$kver" "./$kmods/kernel"
+		resolve_modules
+		rm -rf "$cache/kernel"
+		install -D -m 0644 "$kroot/boot/vmlinuz-$kver" "$kcache/boot/vmlinuz-$kver"
+		for m in "${modules[@]}"; do
+			install -D -m 0644 "$kroot/$kmods/$m" "$kcache/$kmods/$m"
+		done
+		printf '%s\n' "$stamp" > "$kcache/.complete"
+		rm -rf "$kroot"
+		kroot=$kcache
+	fi
+	resolve_modules
 
 	# Skeleton directories (modes set explicitly, not by umask or git)
 	local d
