@@ -23,6 +23,10 @@
 #define MAX_SPARE 16
 #define STOP_GRACE_MS 5000
 #define RETRY_SPAWN_MS 1000
+/* Workers that die this young, this many times in a row, make the parent
+ * pause forking instead of spinning in a fork loop. */
+#define EARLY_DEATH_MS 1000
+#define EARLY_DEATHS_BEFORE_PAUSE 5
 #define ACCEPT_PAUSE_MS 100
 #define WORKER_CANNOT_START 3
 
@@ -31,6 +35,7 @@ enum slot_state { SLOT_FREE, SLOT_IDLE, SLOT_BUSY, SLOT_RETIRING };
 struct slot {
 	pid_t pid;	/* written by the parent only */
 	int state;	/* written by the worker, except when free */
+	long long forked_ms;	/* parent only */
 };
 
 /* Shared by the parent and every worker (MAP_SHARED). */
@@ -49,10 +54,20 @@ struct pool {
 	unsigned live;
 	unsigned min_spare, max_spare;
 	bool workers_failing;
+	unsigned early_deaths;
+	long long no_fork_before_ms;
 };
 
 /* One pool per process; static so forked workers inherit no heap. */
 static struct pool the_pool;
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
 
 static int idle_count(struct pool *p)
 {
@@ -189,17 +204,24 @@ static void __attribute__((noreturn)) worker_run(struct pool *p,
 	int epfd;
 
 	close(p->notify_read);
-	if (p->config.user &&
-	    lifecycle_drop_privileges(p->config.user, p->config.uid,
-				      p->config.gid) != 0)
-		exit(WORKER_CANNOT_START);
-	/* If the parent dies, stop as if it had told us to.  (Set after the
-	 * privilege drop, which clears it.) */
-	if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != p->parent)
-		exit(EXIT_SUCCESS);
+	/* Opened while still root: the descriptor keeps its access after the
+	 * privilege drop. */
 	if (store_open(&store, p->config.data_file, &p->config.data_id,
 		       &p->board->append_in_progress) != 0)
 		exit(WORKER_CANNOT_START);
+	store_release(&p->config.data_id);
+	if (p->config.user &&
+	    lifecycle_drop_privileges(p->config.user, p->config.uid,
+				      p->config.gid) != 0) {
+		store_close(&store);
+		exit(WORKER_CANNOT_START);
+	}
+	/* If the parent dies, stop as if it had told us to.  (Set after the
+	 * privilege drop, which clears it.) */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != p->parent) {
+		store_close(&store);
+		exit(EXIT_SUCCESS);
+	}
 	epfd = open_accept_wait(p->config.listen_fd);
 	if (epfd < 0) {
 		log_errno("Cannot wait for connections");
@@ -257,25 +279,40 @@ static int spawn_worker(struct pool *p)
 	if (pid == 0)
 		worker_run(p, slot);
 	slot->pid = pid;
+	slot->forked_ms = now_ms();
 	p->live++;
 	return 0;
 }
 
 static void top_up(struct pool *p)
 {
+	if (now_ms() < p->no_fork_before_ms)
+		return;
 	while (!p->workers_failing && p->live < p->config.max_workers &&
 	       idle_count(p) < (int)p->min_spare)
 		if (spawn_worker(p) != 0)
 			break;
 }
 
-static void note_exit(struct pool *p, pid_t pid, int status)
+static void note_exit(struct pool *p, const struct slot *slot, int status)
 {
+	bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+
 	if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_CANNOT_START)
 		p->workers_failing = true;
 	else if (WIFSIGNALED(status) && !lifecycle_stop_requested())
 		log_msg(LOG_WARNING, "Connection process %ld killed by signal %d",
-			(long)pid, WTERMSIG(status));
+			(long)slot->pid, WTERMSIG(status));
+	if (clean || now_ms() - slot->forked_ms >= EARLY_DEATH_MS) {
+		p->early_deaths = 0;
+		return;
+	}
+	if (++p->early_deaths < EARLY_DEATHS_BEFORE_PAUSE)
+		return;
+	log_msg(LOG_ERR, "Connection processes keep dying at start; pausing for %d ms",
+		RETRY_SPAWN_MS);
+	p->no_fork_before_ms = now_ms() + RETRY_SPAWN_MS;
+	p->early_deaths = 0;
 }
 
 static void reap_workers(struct pool *p)
@@ -290,7 +327,7 @@ static void reap_workers(struct pool *p)
 			continue;
 		if (__atomic_load_n(&slot->state, __ATOMIC_SEQ_CST) == SLOT_IDLE)
 			__atomic_sub_fetch(&p->board->idle, 1, __ATOMIC_SEQ_CST);
-		note_exit(p, pid, status);
+		note_exit(p, slot, status);
 		set_state(slot, SLOT_FREE);
 		slot->pid = 0;
 		p->live--;
@@ -340,10 +377,26 @@ struct pool *pool_start(const struct pool_config *config)
 	return p;
 }
 
+/* How long the parent may sleep: for ever, unless it is short of workers
+ * and may fork more once a pause or a failed fork() is over. */
+static const struct timespec *next_wakeup(struct pool *p, struct timespec *ts)
+{
+	long long wait_ms = RETRY_SPAWN_MS;
+
+	if (idle_count(p) >= (int)p->min_spare ||
+	    p->live >= p->config.max_workers)
+		return NULL;
+	if (p->no_fork_before_ms > now_ms())
+		wait_ms = p->no_fork_before_ms - now_ms();
+	ts->tv_sec = wait_ms / 1000;
+	ts->tv_nsec = (wait_ms % 1000) * 1000000L;
+	return ts;
+}
+
 int pool_run(struct pool *p)
 {
 	struct pollfd pfd = { .fd = p->notify_read, .events = POLLIN };
-	struct timespec retry = { RETRY_SPAWN_MS / 1000, 0 };
+	struct timespec ts;
 	int n;
 
 	while (!lifecycle_stop_requested()) {
@@ -353,12 +406,7 @@ int pool_run(struct pool *p)
 			log_msg(LOG_ERR, "Connection processes cannot start; stopping");
 			return -1;
 		}
-		/* Short of workers (fork failed)?  Try again in a while. */
-		n = ppoll(&pfd, 1,
-			  idle_count(p) < (int)p->min_spare &&
-					  p->live < p->config.max_workers ?
-				  &retry : NULL,
-			  lifecycle_wait_mask());
+		n = ppoll(&pfd, 1, next_wakeup(p, &ts), lifecycle_wait_mask());
 		if (n > 0)
 			drain(p->notify_read);
 		else if (n < 0 && errno != EINTR)
@@ -374,14 +422,6 @@ static void signal_workers(struct pool *p, int signo)
 	for (i = 0; i < p->config.max_workers; i++)
 		if (p->board->slots[i].pid > 0)
 			kill(p->board->slots[i].pid, signo);
-}
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
 }
 
 void pool_stop(struct pool *p)

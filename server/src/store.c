@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -69,12 +70,27 @@ int store_prepare(const char *path, uid_t uid, gid_t gid,
 	if (fstat(fd, &st) != 0) {
 		log_errno("Cannot examine data file %s", path);
 		close(fd);
+		unlink(path);
 		return -1;
 	}
+	id->fd = fd;
 	id->dev = st.st_dev;
 	id->ino = st.st_ino;
-	close(fd);
 	return 0;
+}
+
+/* A new open file description of the file held open in id; by path, with
+ * the same checks, only where /proc is not mounted. */
+static int reopen(const char *path, const struct store_identity *id)
+{
+	char held[32];
+	int fd;
+
+	snprintf(held, sizeof(held), "/proc/self/fd/%d", id->fd);
+	fd = open(held, O_RDWR | O_APPEND | O_CLOEXEC);
+	if (fd >= 0 || errno != ENOENT)
+		return fd;
+	return open(path, O_RDWR | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
 }
 
 int store_open(struct store *s, const char *path,
@@ -82,7 +98,7 @@ int store_open(struct store *s, const char *path,
 {
 	struct stat st;
 
-	s->fd = open(path, O_RDWR | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	s->fd = reopen(path, id);
 	if (s->fd < 0) {
 		log_errno("Cannot open data file %s", path);
 		return -1;
@@ -94,7 +110,6 @@ int store_open(struct store *s, const char *path,
 		store_close(s);
 		return -1;
 	}
-	s->id = *id;
 	s->private_marker = NO_APPEND;
 	s->append_in_progress = shared_marker ? shared_marker :
 						&s->private_marker;
@@ -202,21 +217,26 @@ int store_append(struct store *s, const char *data, size_t len, off_t *end)
 	return rc;
 }
 
-void store_remove(const char *path, const struct store_identity *id)
+void store_release(struct store_identity *id)
+{
+	if (id->fd >= 0)
+		close(id->fd);
+	id->fd = -1;
+}
+
+void store_remove(const char *path, struct store_identity *id)
 {
 	struct stat st;
 
 	if (lstat(path, &st) != 0) {
 		if (errno != ENOENT)
 			log_errno("Cannot examine data file %s", path);
-		return;
-	}
-	if (st.st_dev != id->dev || st.st_ino != id->ino) {
+	} else if (st.st_dev != id->dev || st.st_ino != id->ino) {
 		log_msg(LOG_WARNING,
 			"Not deleting %s: it is no longer the file this server created",
 			path);
-		return;
-	}
-	if (unlink(path) != 0)
+	} else if (unlink(path) != 0) {
 		log_errno("Cannot delete data file %s", path);
+	}
+	store_release(id);
 }

@@ -6,6 +6,10 @@
  * flock(), and deleting it at exit.  The lock is held only for the append:
  * the file only grows, so bytes before a committed end never change and
  * can be read without it.
+ *
+ * The process that creates the file keeps it open; workers reopen that
+ * very file through /proc/self/fd, so a file deleted or replaced at the
+ * path while the server runs neither stops the service nor gets written.
  */
 #ifndef AESD_STORE_H
 #define AESD_STORE_H
@@ -13,15 +17,15 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* Which file we created, so workers never open one swapped in later. */
+/* The file we created, held open, so workers never open another one. */
 struct store_identity {
+	int fd;
 	dev_t dev;
 	ino_t ino;
 };
 
 struct store {
 	int fd;
-	struct store_identity id;
 	/* Shared by every process appending to the file: the size before an
 	 * append in progress, or -1.  An appender that finds it set knows the
 	 * previous lock holder died mid-write and cuts the torn bytes off. */
@@ -34,8 +38,8 @@ struct store {
 int store_prepare(const char *path, uid_t uid, gid_t gid,
 		  struct store_identity *id);
 
-/* Opens the prepared file for appending and reading.  shared_marker may be
- * NULL (single process use). */
+/* Opens the prepared file for appending and reading, as a new open file
+ * description.  shared_marker may be NULL (single process use). */
 int store_open(struct store *s, const char *path,
 	       const struct store_identity *id, off_t *shared_marker);
 
@@ -46,7 +50,11 @@ int store_append(struct store *s, const char *data, size_t len, off_t *end);
 
 void store_close(struct store *s);
 
-/* Deletes the data file if it is still the one we created. */
-void store_remove(const char *path, const struct store_identity *id);
+/* Deletes the data file if it is still the one we created, and lets go of
+ * it. */
+void store_remove(const char *path, struct store_identity *id);
+
+/* Lets go of the created file without deleting it (a worker's copy). */
+void store_release(struct store_identity *id);
 
 #endif

@@ -79,6 +79,7 @@ static void prepare_removes_stale_file(void **state)
 	assert_int_equal(stat(fx->path, &st), 0);
 	assert_int_equal(st.st_size, 0);
 	assert_true(st.st_ino == id.ino);
+	store_release(&id);
 }
 
 static void appends_report_end_offsets(void **state)
@@ -100,6 +101,7 @@ static void appends_report_end_offsets(void **state)
 	assert_int_equal(read_file(fx->path, buf, sizeof(buf)), 11);
 	assert_memory_equal(buf, "one\n\nthree\n", 11);
 	store_close(&s);
+	store_release(&id);
 }
 
 static void two_openers_share_the_end(void **state)
@@ -117,6 +119,7 @@ static void two_openers_share_the_end(void **state)
 	assert_int_equal(end, 8);	/* b's end counts a's packet */
 	store_close(&a);
 	store_close(&b);
+	store_release(&id);
 }
 
 static void failed_append_leaves_file_unchanged(void **state)
@@ -144,6 +147,7 @@ static void failed_append_leaves_file_unchanged(void **state)
 	assert_int_equal(store_append(&s, "ok\n", 3, &end), 0);
 	assert_int_equal(end, 9);
 	store_close(&s);
+	store_release(&id);
 }
 
 static void torn_append_is_cut_off_by_next_appender(void **state)
@@ -170,6 +174,7 @@ static void torn_append_is_cut_off_by_next_appender(void **state)
 	assert_memory_equal(buf, "whole\nnext\n", 11);
 	assert_int_equal(marker, -1);
 	store_close(&s);
+	store_release(&id);
 }
 
 static void symlink_at_data_path_is_refused(void **state)
@@ -186,21 +191,45 @@ static void symlink_at_data_path_is_refused(void **state)
 	assert_memory_equal(buf, "precious\n", 9);
 }
 
-static void replaced_file_is_refused_and_kept(void **state)
+static void replaced_file_is_never_written_nor_deleted(void **state)
 {
 	struct fixture *fx = *state;
 	struct store_identity id;
 	struct store s;
-	char buf[64];
-	char other[160];
+	char buf[64], other[160];
+	off_t end = 0;
 
 	snprintf(other, sizeof(other), "%s/target", fx->dir);
 	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
 	write_file(other, "someone else's\n");	/* a distinct inode */
 	assert_int_equal(rename(other, fx->path), 0);
-	assert_int_equal(store_open(&s, fx->path, &id, NULL), -1);
+	/* workers keep appending to the file the server created */
+	assert_int_equal(store_open(&s, fx->path, &id, NULL), 0);
+	assert_int_equal(store_append(&s, "ours\n", 5, &end), 0);
+	assert_int_equal(end, 5);
+	store_close(&s);
 	store_remove(fx->path, &id);	/* not ours: must stay */
 	assert_int_equal(read_file(fx->path, buf, sizeof(buf)), 15);
+	assert_memory_equal(buf, "someone else's\n", 15);
+}
+
+static void deleted_file_keeps_serving(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_identity id;
+	struct store a, b;
+	off_t end = 0;
+
+	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
+	assert_int_equal(store_open(&a, fx->path, &id, NULL), 0);
+	assert_int_equal(store_append(&a, "one\n", 4, &end), 0);
+	assert_int_equal(unlink(fx->path), 0);
+	assert_int_equal(store_open(&b, fx->path, &id, NULL), 0);
+	assert_int_equal(store_append(&b, "two\n", 4, &end), 0);
+	assert_int_equal(end, 8);
+	store_close(&a);
+	store_close(&b);
+	store_remove(fx->path, &id);
 }
 
 static void remove_deletes_our_file(void **state)
@@ -230,7 +259,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(symlink_at_data_path_is_refused,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(
-			replaced_file_is_refused_and_kept, setup, teardown),
+			replaced_file_is_never_written_nor_deleted, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(deleted_file_keeps_serving,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(remove_deletes_our_file, setup,
 						teardown),
 	};

@@ -184,7 +184,9 @@ def test_socket_activation(tmp_path):
         with s:
             assert exchange(s, b"activated\n", 10) == b"activated\n"
         # the inherited socket's port, not the -p value it ignores
-        assert f"Serving on port {port} ".encode() in (tmp_path / "act.log").read_bytes()
+        wait_until(lambda: f"Serving on port {port} ".encode()
+                   in (tmp_path / "act.log").read_bytes(),
+                   scaled(5), what="the start-up log line")
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=scaled(5)) == 0
