@@ -8,7 +8,8 @@ import time
 import pytest
 
 from conftest import (BINARY, WRAPPER, children_of, exchange, free_port,
-                      pid_alive, port_accepts, scaled, wait_until)
+                      pid_alive, port_accepts, recv_until_suffix, scaled,
+                      wait_until)
 
 
 def run(args, timeout=10):
@@ -192,3 +193,17 @@ def test_socket_activation(tmp_path):
         assert proc.wait(timeout=scaled(5)) == 0
         log.close()
     assert not data.exists()
+
+
+def test_deleted_data_file_does_not_stop_the_service(server):
+    with server.connect() as s:
+        exchange(s, b"before\n", 7)
+    os.unlink(server.data_file)
+    # more clients at once than spare workers: new workers must start
+    clients = [server.connect() for _ in range(10)]
+    for i, s in enumerate(clients):
+        packet = b"after %d\n" % i
+        s.sendall(packet)
+        assert recv_until_suffix(s, packet).startswith(b"before\n")
+        s.close()
+    assert server.proc.poll() is None
