@@ -5,10 +5,33 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+#ifndef _PATH_LOG
+#define _PATH_LOG "/dev/log"
+#endif
 
 static bool log_to_stderr;
 static bool starting = true;
+
+/* glibc's syslog() tries to reconnect on every call while /dev/log is
+ * missing (no syslogd yet, or a host without one): four system calls per
+ * line, and the line is dropped anyway.  Look for the socket at most once
+ * a second instead. */
+static bool syslog_present(void)
+{
+	static time_t checked_at = -1;
+	static bool present;
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec != checked_at) {
+		present = access(_PATH_LOG, F_OK) == 0;
+		checked_at = now.tv_sec;
+	}
+	return present;
+}
 
 void log_open(bool copy_to_stderr)
 {
@@ -32,9 +55,9 @@ static void log_vmsg(int priority, const char *fmt, va_list ap,
 	char text[512];
 
 	vsnprintf(text, sizeof(text), fmt, ap);
-	if (cause)
+	if (cause && syslog_present())
 		syslog(priority, "%s: %s", text, cause);
-	else
+	else if (syslog_present())
 		syslog(priority, "%s", text);
 	if (!log_to_stderr && !(starting && priority <= LOG_WARNING))
 		return;
