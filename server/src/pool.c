@@ -6,6 +6,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -143,21 +145,46 @@ static bool survive_accept_error(void)
 	}
 }
 
-/* An epoll set that wakes one waiting worker per connection instead of
- * all of them (EPOLLEXCLUSIVE), with signals let in atomically. */
-static int open_accept_wait(int listen_fd)
+/* Puts the listening socket in the worker's epoll set, waking one waiting
+ * worker per connection instead of all of them (EPOLLEXCLUSIVE). */
+static int watch_listener(int epfd, int listen_fd)
 {
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE };
+
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &ev) == 0)
+		return 0;
+	ev.events = EPOLLIN;	/* kernels before 4.5 */
+	return epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &ev);
+}
+
+/* Signals are let in atomically by epoll_pwait(). */
+static int open_accept_wait(int listen_fd)
+{
 	int epfd = epoll_create1(EPOLL_CLOEXEC);
 
 	if (epfd < 0)
 		return -1;
-	if (epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &ev) == 0)
-		return epfd;
-	ev.events = EPOLLIN;	/* kernels before 4.5 */
-	if (epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &ev) == 0)
+	if (watch_listener(epfd, listen_fd) == 0)
 		return epfd;
 	close(epfd);
+	return -1;
+}
+
+/* A busy worker leaves the listener's wait queue: each new connection
+ * walks that queue until it finds a waiting worker, and with 1000 idle
+ * clients held it would walk 1000 busy workers every time. */
+static int serve_unwatched(struct pool *p, int epfd, int fd,
+			   const struct sockaddr_storage *peer,
+			   struct store *store, struct framer *framer)
+{
+	int listen_fd = p->config.listen_fd;
+
+	if (epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, NULL) != 0)
+		log_errno("Cannot pause waiting for connections");
+	connection_serve(fd, peer, store, framer, &p->config.limits);
+	if (watch_listener(epfd, listen_fd) == 0 || errno == EEXIST)
+		return 0;
+	log_errno("Cannot wait for connections");
 	return -1;
 }
 
@@ -190,7 +217,8 @@ static void serve_until_stopped(struct pool *p, struct slot *slot,
 			break;
 		}
 		worker_mark_busy(p, slot);
-		connection_serve(fd, &peer, store, &framer, &p->config.limits);
+		if (serve_unwatched(p, epfd, fd, &peer, store, &framer) != 0)
+			break;
 		if (!worker_mark_idle(p, slot))
 			break;
 	}
@@ -284,12 +312,30 @@ static int spawn_worker(struct pool *p)
 	return 0;
 }
 
+/* Connections waiting in the listen backlog for a worker (Linux reports
+ * the accept queue of a listening socket in tcpi_unacked); 0 if unknown. */
+static int accept_queue_length(int listen_fd)
+{
+	struct tcp_info info;
+	socklen_t len = sizeof(info);
+
+	if (getsockopt(listen_fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0)
+		return 0;
+	return (int)info.tcpi_unacked;
+}
+
+/* Keeps min_spare idle workers, plus one for each connection already
+ * waiting, so a burst of clients is met in one round of forks rather
+ * than one fork per wake-up. */
 static void top_up(struct pool *p)
 {
+	int wanted;
+
 	if (now_ms() < p->no_fork_before_ms)
 		return;
+	wanted = (int)p->min_spare + accept_queue_length(p->config.listen_fd);
 	while (!p->workers_failing && p->live < p->config.max_workers &&
-	       idle_count(p) < (int)p->min_spare)
+	       idle_count(p) < wanted)
 		if (spawn_worker(p) != 0)
 			break;
 }
