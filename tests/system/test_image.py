@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import BUILD
+from qemu_guest import BUILD
 
 
 def sha256(path):

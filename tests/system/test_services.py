@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 
-from conftest import DATA_FILE, INIT_SCRIPT, TOP, send_packets
+from qemu_guest import DATA_FILE, INIT_SCRIPT, TOP, send_packets
 
 SOCKETTEST = os.path.join(TOP, "tests", "sockettest.sh")
 

@@ -1,7 +1,7 @@
 """Shutdown and the next boot: poweroff runs the stop scripts (aesdsocket
 deletes its data file) and QEMU exits 0; the next boot has no stale data."""
 
-from conftest import DATA_FILE, INIT_SCRIPT, send_packets
+from qemu_guest import DATA_FILE, INIT_SCRIPT, send_packets
 
 
 def test_poweroff_stops_service_then_fresh_boot(make_guest):

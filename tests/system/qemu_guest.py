@@ -1,0 +1,209 @@
+"""A QEMU guest booted with runqemu.sh, driven on its serial console with
+pexpect and reached from the host through QEMU's forwarded ports (aesdsocket,
+ssh), picked free for every boot. Every wait has an explicit timeout.
+
+Environment: AESD_BOOT_TIMEOUT, seconds allowed for a boot (default 180).
+"""
+
+import os
+import re
+import socket
+import subprocess
+import time
+import uuid
+
+import pexpect
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RUNQEMU = os.path.join(TOP, "runqemu.sh")
+BUILD = os.path.join(TOP, "image", "build.sh")
+BR_IMAGES = os.path.join(TOP, "buildroot", "output", "images")
+
+BOOT_TIMEOUT = float(os.environ.get("AESD_BOOT_TIMEOUT", "180"))
+CMD_TIMEOUT = 60
+DATA_FILE = "/var/tmp/aesdsocketdata"
+INIT_SCRIPT = "/etc/init.d/S99aesdsocket"
+HOST_PACKAGES = ["qemu-system-arm", "sshpass", "openssh-client", "netcat-openbsd"]
+
+# Guests started in this run, newest last, for failure reports
+started_guests = []
+# (what, seconds) measured along the way, printed at the end of the run
+timings = []
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def send_packets(port, data, timeout=30):
+    """Send bytes to aesdsocket on 127.0.0.1:port, half-close, return all of
+    the response once the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+def probe_port(port, timeout):
+    """True when aesdsocket in the guest answers a packet on `port` (which
+    adds b"probe\\n" to its data file)."""
+    try:
+        return send_packets(port, b"probe\n", timeout=timeout).endswith(b"probe\n")
+    except OSError:
+        return False
+
+
+class Guest:
+    """One QEMU run of the image, driven on its serial console."""
+
+    def __init__(self, logdir, name, env_extra=None):
+        self.host_port = free_port()
+        self.ssh_port = free_port()
+        while self.ssh_port == self.host_port:
+            self.ssh_port = free_port()
+        self.logpath = os.path.join(logdir, f"{name}-console.log")
+        self.env = dict(os.environ)
+        self.env.update({
+            "AESD_HOST_PORT": str(self.host_port),
+            "AESD_SSH_PORT": str(self.ssh_port),
+            "AESD_QEMU_SNAPSHOT": "1",
+        })
+        self.env.update(env_extra or {})
+        self.child = None
+        self.logfile = None
+        self.started = None
+        self.port_seconds = None
+        started_guests.append(self)
+
+    # -- boot and shutdown -------------------------------------------------
+
+    def boot(self, timeout=BOOT_TIMEOUT, measure=False):
+        """Start QEMU and log in as root on the console, which appears once
+        the start scripts have run.
+
+        With measure=True, also time how long port 9000 takes to answer from
+        QEMU's start: the init script prints "Starting aesdsocket: OK" only
+        once the daemon listens, and a probe packet (left in the data file)
+        then checks the answer through the forwarded port. Probing earlier
+        is no good: QEMU's user network accepts host connections before the
+        guest listens and delivers their data whenever the guest does."""
+        self.logfile = open(self.logpath, "a", encoding="utf-8", errors="replace")
+        self.started = time.monotonic()
+        self.child = pexpect.spawn(
+            RUNQEMU, env=self.env, encoding="utf-8", codec_errors="replace",
+            timeout=timeout, dimensions=(50, 250), logfile=self.logfile)
+        deadline = self.started + timeout
+        if measure:
+            self.child.expect("Starting aesdsocket: OK", timeout=timeout)
+            listening = time.monotonic() - self.started
+            if not probe_port(self.host_port, timeout=max(1, deadline - time.monotonic())):
+                raise AssertionError("aesdsocket started but port 9000 does not answer")
+            self.port_seconds = time.monotonic() - self.started
+            timings.append(("QEMU start to aesdsocket listening", listening))
+            timings.append(("QEMU start to port 9000 answering", self.port_seconds))
+        self.child.expect("login:", timeout=max(1, deadline - time.monotonic()))
+        self.login()
+        return self
+
+    def login(self):
+        self.child.sendline("root")
+        self.child.expect("Password:", timeout=CMD_TIMEOUT)
+        self.child.sendline("root")
+        self.child.expect("# ", timeout=CMD_TIMEOUT)
+        # No echo (ash then reads plain lines, no line editing) and no kernel
+        # messages on the console: command output is all we read.
+        self.child.sendline("stty -echo; dmesg -n 1")
+        self.run("true")
+
+    def poweroff(self, timeout=120):
+        """Run poweroff; return QEMU's exit status."""
+        self.child.sendline("poweroff")
+        self.child.expect(pexpect.EOF, timeout=timeout)
+        self.child.close()
+        return self.child.exitstatus
+
+    def kill(self):
+        """Stop QEMU if it still runs (it is our child, so by its own pid)."""
+        if self.child is not None and self.child.isalive():
+            self.child.terminate(force=True)
+        if self.logfile is not None:
+            self.logfile.close()
+
+    def console_log(self):
+        if self.logfile is not None and not self.logfile.closed:
+            self.logfile.flush()
+        try:
+            with open(self.logpath, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    # -- commands ----------------------------------------------------------
+
+    def run(self, command, timeout=CMD_TIMEOUT):
+        """Run a shell command on the console; return (exit status, output)."""
+        tag = uuid.uuid4().hex[:12]
+        self.child.sendline(f"echo {tag}-start; {command}; echo {tag}-rc=$?")
+        # Lines end in \r\r\n: the guest's tty and the host's pty each add \r
+        self.child.expect(rf"{tag}-start\r*\n", timeout=timeout)
+        self.child.expect(rf"{tag}-rc=(\d+)\r*\n", timeout=timeout)
+        output = re.sub(r"\r+\n", "\n", self.child.before)
+        return int(self.child.match.group(1)), output
+
+    def check(self, command, timeout=CMD_TIMEOUT):
+        """Run a command that must succeed; return its output."""
+        rc, output = self.run(command, timeout)
+        assert rc == 0, f"{command!r} exited {rc}:\n{output}"
+        return output
+
+    def wait_for(self, command, timeout=30, interval=0.2):
+        """Re-run a command until it succeeds; fail after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rc, output = self.run(command)
+            if rc == 0:
+                return output
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{command!r} still failing after {timeout} s:\n{output}")
+            time.sleep(interval)
+
+    def ssh(self, command, timeout=CMD_TIMEOUT):
+        return subprocess.run(
+            ["sshpass", "-p", "root", "ssh", *ssh_options(), "-p", str(self.ssh_port),
+             "root@127.0.0.1", command],
+            capture_output=True, timeout=timeout, check=False)
+
+    def scp(self, source, dest, legacy=False, timeout=CMD_TIMEOUT):
+        """scp between host and guest; `guest:PATH` names a guest path."""
+        def arg(path):
+            return path.replace("guest:", "root@127.0.0.1:", 1)
+        cmd = ["sshpass", "-p", "root", "scp", *ssh_options(), "-P", str(self.ssh_port)]
+        if legacy:
+            cmd.append("-O")
+        return subprocess.run(cmd + [arg(source), arg(dest)], capture_output=True,
+                              timeout=timeout, check=False)
+
+
+def ssh_options():
+    return ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=30",
+            "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"]
+
+
+def ensure_host_packages():
+    missing = [p for p in HOST_PACKAGES if subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True,
+        check=False).stdout.find("ok installed") < 0]
+    if missing:
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing],
+                       check=True)
+
+
