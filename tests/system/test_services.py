@@ -4,7 +4,10 @@ boot, reachable from the host, ssh/scp, and its init script's lifecycle."""
 import hashlib
 import os
 import re
+import socket
 import subprocess
+
+import pytest
 
 from qemu_guest import DATA_FILE, INIT_SCRIPT, TOP, send_packets
 
@@ -146,3 +149,16 @@ def test_second_instance_fails_and_keeps_data(guest):
     assert send_packets(guest.host_port, b"still here\n") == b"keep me\nstill here\n"
     rc, out = guest.run(f"{INIT_SCRIPT} status")
     assert rc == 0, out
+
+
+def test_guest_reaches_nothing_outside(guest):
+    # restrict=on: not even the host, which QEMU's user network shows the
+    # guest as 10.0.2.2 (without it, 10.0.2.2:PORT reaches 127.0.0.1:PORT)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(0.5)
+        port = listener.getsockname()[1]
+        guest.run(f"echo hello | timeout 5 nc 10.0.2.2 {port}", timeout=30)
+        with pytest.raises(socket.timeout):
+            listener.accept()
