@@ -34,7 +34,7 @@ stage_unit() {
 stage_shellcheck() {
 	# shellcheck disable=SC2046 # file names have no spaces
 	shellcheck -x $(git ls-files '*.sh' 'server/aesdsocket-start-stop' \
-		'image/rootfs/etc/init.d/*')
+		'image/skeleton/init' 'image/skeleton/etc/init.d/*')
 }
 
 stage_integration() {

@@ -58,9 +58,12 @@ def test_defaults_file_is_readable_by_sh_and_systemd():
         assert m, f"line {n} is not a plain assignment: {line!r}"
         assignments.append(m.group(1))
     assert assignments == ["AESDSOCKET_ARGS"]
+    # clients are served unprivileged by default (both images create aesd)
+    assert re.search(r'^AESDSOCKET_ARGS="--user aesd"$', DEFAULT.read_text(),
+                     re.MULTILINE)
     commented = DEFAULT.read_text()
     for option in ("--max-connections 256", "--max-packet 1048576",
-                   "--idle-timeout 60", "--send-timeout 10", "--user aesd",
+                   "--idle-timeout 60", "--send-timeout 10",
                    "--bind ADDRESS"):
         assert re.search(rf'^#AESDSOCKET_ARGS=".*{option}', commented,
                          re.MULTILINE), option

@@ -42,6 +42,23 @@ def test_aesdsocket_runs_from_boot(guest):
     assert rc == 0, out
 
 
+def test_clients_are_served_by_the_aesd_user(guest):
+    # /etc/default/aesdsocket runs connection processes as aesd; only the
+    # supervising parent (no client I/O) keeps root
+    ensure_running_fresh(guest)
+    assert send_packets(guest.host_port, b"who\n") == b"who\n"
+    parent = main_pid(guest)
+    users = {}
+    for line in guest.check("ps -o pid,ppid,user,args").splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[3] == "/usr/bin/aesdsocket":
+            users[int(fields[0])] = (int(fields[1]), fields[2])
+    assert users[parent][1] == "root", users
+    workers = [user for pid, (ppid, user) in users.items() if ppid == parent]
+    assert workers and set(workers) == {"aesd"}, users
+    assert guest.check(f"stat -c %U {DATA_FILE}").strip() == "aesd"
+
+
 def test_sockettest_through_forwarded_port(guest):
     ensure_running_fresh(guest)
     result = subprocess.run(["sh", SOCKETTEST, "-t", "127.0.0.1", "-p", str(guest.host_port)],
