@@ -43,7 +43,10 @@ fi
 
 if ! command -v qemu-system-aarch64 >/dev/null; then
 	echo "runqemu.sh: installing qemu-system-arm" >&2
-	apt-get install -y --no-install-recommends qemu-system-arm >&2
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	$sudo apt-get update >&2
+	$sudo apt-get install -y --no-install-recommends qemu-system-arm >&2
 fi
 
 netdev="user,id=n0,restrict=on"

@@ -67,6 +67,8 @@ host_packages=(cpio gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64
 
 log() { printf '%s\n' "build.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
+# apt-get install and dpkg need root; anyone else goes through sudo
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 ensure_host_tools() {
 	local missing=() p
@@ -75,7 +77,8 @@ ensure_host_tools() {
 	done
 	if ((${#missing[@]})); then
 		log "installing host packages: ${missing[*]}"
-		apt-get install -y --no-install-recommends "${missing[@]}" >&2
+		as_root apt-get update >&2
+		as_root apt-get install -y --no-install-recommends "${missing[@]}" >&2
 	fi
 }
 
@@ -83,10 +86,10 @@ ensure_host_tools() {
 ensure_arm64_lists() {
 	if ! dpkg --print-foreign-architectures | grep -qx arm64; then
 		log "enabling the arm64 architecture for apt (download only, nothing is installed)"
-		dpkg --add-architecture arm64
-		apt-get update >&2
+		as_root dpkg --add-architecture arm64
+		as_root apt-get update >&2
 	elif ! apt-cache show busybox-static:arm64 >/dev/null 2>&1; then
-		apt-get update >&2
+		as_root apt-get update >&2
 	fi
 }
 
