@@ -6,6 +6,9 @@
 # when all passed.  Needs root or sudo (apt-get, tmpfs mounts, chroots).
 set -u
 cd "$(dirname "$0")" || exit 1
+# chroots, tmpfs mounts and --user tests need root
+[ "$(id -u)" -eq 0 ] || exec sudo "$PWD/test.sh" "$@"
+
 ROOT=$PWD
 PYTEST=(/usr/bin/python3 -m pytest -q -p no:cacheprovider)
 VALGRIND_LOGS=$(mktemp -d /tmp/aesd-valgrind.XXXXXX)
