@@ -6,8 +6,8 @@
 #include "log.h"
 
 #include <errno.h>
-#include <netinet/tcp.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <sys/sendfile.h>
 #include <time.h>
 #include <unistd.h>
@@ -151,16 +151,15 @@ static int handle_input(struct client *c, struct byte_span input)
 	}
 }
 
-/* Receives once; 1 for data handled, 0 when the client is done, -1 on
- * error. */
-static int receive_some(struct client *c)
+/* Waits until the client has sent something, within the idle deadline;
+ * 0 when it has, -1 to disconnect. */
+static int wait_for_data(struct client *c)
 {
 	unsigned idle_s = c->limits->idle_timeout_s;
-	ssize_t n;
 
 	switch (wait_for(c->fd, POLLIN, ms_until(&c->deadline, idle_s))) {
 	case WAIT_READY:
-		break;
+		return 0;
 	case WAIT_TIMEOUT:
 		log_msg(LOG_WARNING,
 			"Disconnecting %s: no complete packet for %u s",
@@ -169,7 +168,24 @@ static int receive_some(struct client *c)
 	case WAIT_STOP:
 		return -1;
 	}
-	n = recv(c->fd, receive_buffer, sizeof(receive_buffer), 0);
+	return -1;
+}
+
+/* Receives once; 1 for data handled, 0 when the client is done, -1 on
+ * error.  A client's first packet has usually arrived by the time it is
+ * accepted, so the first read is tried before waiting; later ones, after a
+ * response, would mostly find nothing yet. */
+static int receive_some(struct client *c, bool try_first)
+{
+	ssize_t n = 0;
+
+	if (try_first)
+		n = recv(c->fd, receive_buffer, sizeof(receive_buffer), 0);
+	if (!try_first || (n < 0 && errno == EAGAIN)) {
+		if (wait_for_data(c) != 0)
+			return -1;
+		n = recv(c->fd, receive_buffer, sizeof(receive_buffer), 0);
+	}
 	if (n > 0) {
 		struct byte_span input = { receive_buffer, (size_t)n };
 
@@ -189,17 +205,13 @@ void connection_serve(int fd, const struct sockaddr_storage *peer,
 {
 	struct client c = { .fd = fd, .store = store, .framer = framer,
 			    .limits = limits };
-	int one = 1;
+	bool first = true;
 
 	listener_peer_name(peer, c.name);
 	log_msg(LOG_INFO, "Accepted connection from %s", c.name);
-	/* Responses go out in several writes; without this, Nagle's
-	 * algorithm and the peer's delayed ACK stall each one ~40 ms. */
-	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
-		log_errno("Cannot set TCP_NODELAY for %s", c.name);
 	set_deadline(&c.deadline, limits->idle_timeout_s);
-	while (receive_some(&c) > 0)
-		;
+	while (receive_some(&c, first) > 0)
+		first = false;
 	if (framer_pending(framer) > 0)
 		log_msg(LOG_NOTICE,
 			"Discarding %zu bytes from %s after its last newline",

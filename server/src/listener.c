@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +147,11 @@ int listener_from_systemd(void)
 	unsetenv("LISTEN_FDS");
 	unsetenv("LISTEN_FDNAMES");
 	return result;
+}
+
+int listener_disable_nagle(int fd)
+{
+	return set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
 }
 
 unsigned listener_port(int fd)

@@ -24,6 +24,11 @@ int listener_open(const char *bind_address, unsigned port);
  * (logged).  Clears the LISTEN_* variables either way. */
 int listener_from_systemd(void);
 
+/* Sets TCP_NODELAY on the listening socket; every accepted connection
+ * inherits it.  Responses go out in several writes, and without it Nagle's
+ * algorithm and the peer's delayed ACK stall each one by ~40 ms. */
+int listener_disable_nagle(int fd);
+
 /* The port a listening socket is bound to (0 if it cannot tell). */
 unsigned listener_port(int fd);
 

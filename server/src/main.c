@@ -38,7 +38,8 @@ static int open_listener(struct server *s)
 		return -1;
 	/* Workers race for each connection; the losers must not block. */
 	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 ||
-	    fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) != 0 ||
+	    listener_disable_nagle(fd) != 0) {
 		log_errno("Cannot configure the listening socket");
 		close(fd);
 		return -1;
