@@ -27,6 +27,7 @@ struct client {
 	struct framer *framer;
 	const struct connection_limits *limits;
 	struct timespec deadline;	/* for the packet being received */
+	const struct connection_lingering *lingering;	/* NULL once told */
 };
 
 static char receive_buffer[RECEIVE_BUFFER_SIZE];
@@ -156,8 +157,22 @@ static int handle_input(struct client *c, struct byte_span input)
 static int wait_for_data(struct client *c)
 {
 	unsigned idle_s = c->limits->idle_timeout_s;
+	int left_ms = ms_until(&c->deadline, idle_s);
+	const struct connection_lingering *l = c->lingering;
 
-	switch (wait_for(c->fd, POLLIN, ms_until(&c->deadline, idle_s))) {
+	if (l && (left_ms < 0 || (unsigned)left_ms > l->after_ms)) {
+		switch (wait_for(c->fd, POLLIN, (int)l->after_ms)) {
+		case WAIT_READY:
+			return 0;
+		case WAIT_STOP:
+			return -1;
+		case WAIT_TIMEOUT:
+			l->notify(l->ctx);
+			c->lingering = NULL;
+			left_ms = ms_until(&c->deadline, idle_s);
+		}
+	}
+	switch (wait_for(c->fd, POLLIN, left_ms)) {
 	case WAIT_READY:
 		return 0;
 	case WAIT_TIMEOUT:
@@ -201,10 +216,11 @@ static int receive_some(struct client *c, bool try_first)
 
 void connection_serve(int fd, const struct sockaddr_storage *peer,
 		      struct store *store, struct framer *framer,
-		      const struct connection_limits *limits)
+		      const struct connection_limits *limits,
+		      const struct connection_lingering *lingering)
 {
 	struct client c = { .fd = fd, .store = store, .framer = framer,
-			    .limits = limits };
+			    .limits = limits, .lingering = lingering };
 	bool first = true;
 
 	listener_peer_name(peer, c.name);

@@ -21,11 +21,22 @@ struct connection_limits {
 	unsigned send_timeout_s;	/* 0: never */
 };
 
+/* Called at most once per connection, when the client has kept the
+ * connection open without sending for after_ms: lets the caller treat it
+ * as a long-lived connection from then on. */
+struct connection_lingering {
+	unsigned after_ms;
+	void (*notify)(void *ctx);
+	void *ctx;
+};
+
 /* Serves the connected, non-blocking socket fd until the client leaves, a
  * bound is hit, an error occurs or a stop is requested; closes fd.  The
- * framer is reset on return, so a worker reuses it for its next client. */
+ * framer is reset on return, so a worker reuses it for its next client.
+ * lingering may be NULL. */
 void connection_serve(int fd, const struct sockaddr_storage *peer,
 		      struct store *store, struct framer *framer,
-		      const struct connection_limits *limits);
+		      const struct connection_limits *limits,
+		      const struct connection_lingering *lingering);
 
 #endif

@@ -170,28 +170,52 @@ static int open_accept_wait(int listen_fd)
 	return -1;
 }
 
-/* A busy worker leaves the listener's wait queue: each new connection
- * walks that queue until it finds a waiting worker, and with 1000 idle
- * clients held it would walk 1000 busy workers every time. */
-static int serve_unwatched(struct pool *p, int epfd, int fd,
-			   const struct sockaddr_storage *peer,
-			   struct store *store, struct framer *framer)
-{
-	int listen_fd = p->config.listen_fd;
+/* A worker whose client lingers leaves the listener's wait queue: each new
+ * connection walks that queue until it finds a waiting worker, and with
+ * 1000 idle clients held it would walk 1000 busy workers every time.
+ * Short connections finish before LINGER_MS and pay nothing for this. */
+#define LINGER_MS 20
 
-	if (epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, NULL) != 0)
+struct accept_wait {
+	int epfd, listen_fd;
+	bool watching;
+};
+
+static void stop_watching(void *ctx)
+{
+	struct accept_wait *w = ctx;
+
+	if (epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL) == 0)
+		w->watching = false;
+	else
 		log_errno("Cannot pause waiting for connections");
-	connection_serve(fd, peer, store, framer, &p->config.limits);
-	if (watch_listener(epfd, listen_fd) == 0 || errno == EEXIST)
+}
+
+static int serve_client(struct pool *p, struct accept_wait *w, int fd,
+			const struct sockaddr_storage *peer,
+			struct store *store, struct framer *framer)
+{
+	const struct connection_lingering lingering = {
+		.after_ms = LINGER_MS, .notify = stop_watching, .ctx = w,
+	};
+
+	connection_serve(fd, peer, store, framer, &p->config.limits,
+			 &lingering);
+	if (w->watching)
 		return 0;
-	log_errno("Cannot wait for connections");
-	return -1;
+	if (watch_listener(w->epfd, w->listen_fd) != 0) {
+		log_errno("Cannot wait for connections");
+		return -1;
+	}
+	w->watching = true;
+	return 0;
 }
 
 static void serve_until_stopped(struct pool *p, struct slot *slot,
 				struct store *store, int epfd)
 {
 	int listen_fd = p->config.listen_fd;
+	struct accept_wait wait = { epfd, listen_fd, true };
 	struct framer framer;
 
 	framer_init(&framer, p->config.limits.max_packet);
@@ -217,7 +241,7 @@ static void serve_until_stopped(struct pool *p, struct slot *slot,
 			break;
 		}
 		worker_mark_busy(p, slot);
-		if (serve_unwatched(p, epfd, fd, &peer, store, &framer) != 0)
+		if (serve_client(p, &wait, fd, &peer, store, &framer) != 0)
 			break;
 		if (!worker_mark_idle(p, slot))
 			break;
