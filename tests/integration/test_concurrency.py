@@ -1,5 +1,6 @@
 """Integrity under concurrency: many clients, no torn or interleaved data."""
 import threading
+import time
 
 from conftest import recv_until_suffix, scaled
 
@@ -76,3 +77,18 @@ def test_idle_client_does_not_block_others(server):
         with server.connect() as s:
             s.sendall(b"other\n")
             assert recv_until_suffix(s, b"other\n", timeout=5) == b"other\n"
+
+
+def test_single_worker_serves_again_after_a_lingering_client(make_server):
+    # one worker only: after a client that lingered (the worker left the
+    # accept queue meanwhile) it must be back waiting for the next one
+    server = make_server("--max-connections", "1")
+    sent = b""
+    for n in range(3):
+        with server.connect() as s:
+            time.sleep(0.2)     # well past the pool's linger threshold
+            packet = b"lingered %d\n" % n
+            sent += packet
+            s.sendall(packet)
+            assert recv_until_suffix(s, packet, timeout=5) == sent
+    assert len(server.workers()) == 1
