@@ -6,11 +6,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_signal;
@@ -66,6 +68,13 @@ fail:
 const sigset_t *lifecycle_wait_mask(void)
 {
 	return &wait_mask;
+}
+
+void lifecycle_sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	ppoll(NULL, 0, &ts, &wait_mask);
 }
 
 bool lifecycle_stop_requested(void)

@@ -16,6 +16,8 @@
 int lifecycle_setup_signals(void);
 const sigset_t *lifecycle_wait_mask(void);
 bool lifecycle_stop_requested(void);
+/* Sleeps, letting the signals in: returns early when one arrives. */
+void lifecycle_sleep_ms(int ms);
 int lifecycle_stop_signal(void);	/* the signal that asked to stop */
 bool lifecycle_take_child_exited(void);
 

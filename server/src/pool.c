@@ -1,8 +1,9 @@
-/* pool: pre-forked connection processes, one connection each at a time. */
+/* pool: the parent's side of the pre-forked connection processes. */
 #include "pool.h"
 
 #include "lifecycle.h"
 #include "log.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,9 +13,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,23 +28,6 @@
  * pause forking instead of spinning in a fork loop. */
 #define EARLY_DEATH_MS 1000
 #define EARLY_DEATHS_BEFORE_PAUSE 5
-#define ACCEPT_PAUSE_MS 100
-#define WORKER_CANNOT_START 3
-
-enum slot_state { SLOT_FREE, SLOT_IDLE, SLOT_BUSY, SLOT_RETIRING };
-
-struct slot {
-	pid_t pid;	/* written by the parent only */
-	int state;	/* written by the worker, except when free */
-	long long forked_ms;	/* parent only */
-};
-
-/* Shared by the parent and every worker (MAP_SHARED). */
-struct scoreboard {
-	off_t append_in_progress;	/* see store.h */
-	int idle;			/* workers in SLOT_IDLE */
-	struct slot slots[];
-};
 
 struct pool {
 	struct pool_config config;
@@ -76,221 +58,6 @@ static int idle_count(struct pool *p)
 	return __atomic_load_n(&p->board->idle, __ATOMIC_SEQ_CST);
 }
 
-static void set_state(struct slot *slot, int state)
-{
-	__atomic_store_n(&slot->state, state, __ATOMIC_SEQ_CST);
-}
-
-/*
- * The worker's side.  Counter updates are ordered so that a worker killed
- * between two steps leaves the idle count too low, never too high: the
- * parent then forks one worker too many, which is harmless.
- */
-static void worker_mark_busy(struct pool *p, struct slot *slot)
-{
-	int idle = __atomic_sub_fetch(&p->board->idle, 1, __ATOMIC_SEQ_CST);
-	char wake = 0;
-
-	set_state(slot, SLOT_BUSY);
-	if (idle < (int)p->min_spare && write(p->notify_write, &wake, 1) < 0 &&
-	    errno != EAGAIN)
-		log_errno("Cannot ask for more connection processes");
-}
-
-/* Returns false when this worker is surplus and should exit. */
-static bool worker_mark_idle(struct pool *p, struct slot *slot)
-{
-	set_state(slot, SLOT_IDLE);
-	if (__atomic_add_fetch(&p->board->idle, 1, __ATOMIC_SEQ_CST) <=
-	    (int)p->max_spare)
-		return true;
-	__atomic_sub_fetch(&p->board->idle, 1, __ATOMIC_SEQ_CST);
-	set_state(slot, SLOT_RETIRING);
-	return false;
-}
-
-static void pause_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	ppoll(NULL, 0, &ts, lifecycle_wait_mask());
-}
-
-/* Returns false when accepting is hopeless and the worker should exit. */
-static bool survive_accept_error(void)
-{
-	switch (errno) {
-	case EAGAIN:		/* another worker was faster */
-	case ECONNABORTED:
-	case EINTR:
-	case EPROTO:
-	case ENETDOWN:
-	case ENETUNREACH:
-	case EHOSTDOWN:
-	case EHOSTUNREACH:
-	case ENONET:
-	case ENOPROTOOPT:
-	case EOPNOTSUPP:
-		return true;
-	case EMFILE:
-	case ENFILE:
-	case ENOBUFS:
-	case ENOMEM:
-		log_errno("Cannot accept a connection now");
-		pause_ms(ACCEPT_PAUSE_MS);
-		return true;
-	default:
-		log_errno("Cannot accept connections");
-		return false;
-	}
-}
-
-/* Puts the listening socket in the worker's epoll set, waking one waiting
- * worker per connection instead of all of them (EPOLLEXCLUSIVE). */
-static int watch_listener(int epfd, int listen_fd)
-{
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE };
-
-	if (epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &ev) == 0)
-		return 0;
-	ev.events = EPOLLIN;	/* kernels before 4.5 */
-	return epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &ev);
-}
-
-/* Signals are let in atomically by epoll_pwait(). */
-static int open_accept_wait(int listen_fd)
-{
-	int epfd = epoll_create1(EPOLL_CLOEXEC);
-
-	if (epfd < 0)
-		return -1;
-	if (watch_listener(epfd, listen_fd) == 0)
-		return epfd;
-	close(epfd);
-	return -1;
-}
-
-/* A worker whose client lingers leaves the listener's wait queue: each new
- * connection walks that queue until it finds a waiting worker, and with
- * 1000 idle clients held it would walk 1000 busy workers every time.
- * Short connections finish before LINGER_MS and pay nothing for this. */
-#define LINGER_MS 20
-
-struct accept_wait {
-	int epfd, listen_fd;
-	bool watching;
-};
-
-static void stop_watching(void *ctx)
-{
-	struct accept_wait *w = ctx;
-
-	if (epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL) == 0)
-		w->watching = false;
-	else
-		log_errno("Cannot pause waiting for connections");
-}
-
-static int serve_client(struct pool *p, struct accept_wait *w, int fd,
-			const struct sockaddr_storage *peer,
-			struct store *store, struct framer *framer)
-{
-	const struct connection_lingering lingering = {
-		.after_ms = LINGER_MS, .notify = stop_watching, .ctx = w,
-	};
-
-	connection_serve(fd, peer, store, framer, &p->config.limits,
-			 &lingering);
-	if (w->watching)
-		return 0;
-	if (watch_listener(w->epfd, w->listen_fd) != 0) {
-		log_errno("Cannot wait for connections");
-		return -1;
-	}
-	w->watching = true;
-	return 0;
-}
-
-static void serve_until_stopped(struct pool *p, struct slot *slot,
-				struct store *store, int epfd)
-{
-	int listen_fd = p->config.listen_fd;
-	struct accept_wait wait = { epfd, listen_fd, true };
-	struct framer framer;
-
-	framer_init(&framer, p->config.limits.max_packet);
-	while (!lifecycle_stop_requested()) {
-		struct sockaddr_storage peer;
-		socklen_t len = sizeof(peer);
-		struct epoll_event ev;
-		int fd;
-
-		if (epoll_pwait(epfd, &ev, 1, -1, lifecycle_wait_mask()) < 0) {
-			if (errno == EINTR)
-				continue;
-			log_errno("Cannot wait for connections");
-			break;
-		}
-		if (lifecycle_stop_requested())
-			break;
-		fd = accept4(listen_fd, (struct sockaddr *)&peer, &len,
-			     SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (survive_accept_error())
-				continue;
-			break;
-		}
-		worker_mark_busy(p, slot);
-		if (serve_client(p, &wait, fd, &peer, store, &framer) != 0)
-			break;
-		if (!worker_mark_idle(p, slot))
-			break;
-	}
-	framer_free(&framer);
-}
-
-static void __attribute__((noreturn)) worker_run(struct pool *p,
-						 struct slot *slot)
-{
-	struct store store;
-	int epfd;
-
-	close(p->notify_read);
-	/* Opened while still root: the descriptor keeps its access after the
-	 * privilege drop. */
-	if (store_open(&store, p->config.data_file, &p->config.data_id,
-		       &p->board->append_in_progress) != 0)
-		exit(WORKER_CANNOT_START);
-	store_release(&p->config.data_id);
-	if (p->config.user &&
-	    lifecycle_drop_privileges(p->config.user, p->config.uid,
-				      p->config.gid) != 0) {
-		store_close(&store);
-		exit(WORKER_CANNOT_START);
-	}
-	/* If the parent dies, stop as if it had told us to.  (Set after the
-	 * privilege drop, which clears it.) */
-	if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != p->parent) {
-		store_close(&store);
-		exit(EXIT_SUCCESS);
-	}
-	epfd = open_accept_wait(p->config.listen_fd);
-	if (epfd < 0) {
-		log_errno("Cannot wait for connections");
-		store_close(&store);
-		exit(WORKER_CANNOT_START);
-	}
-	serve_until_stopped(p, slot, &store, epfd);
-	close(epfd);
-	store_close(&store);
-	close(p->config.listen_fd);
-	close(p->notify_write);
-	log_close();
-	exit(EXIT_SUCCESS);
-}
-
-/* The parent's side. */
-
 static struct slot *free_slot(struct pool *p)
 {
 	unsigned i;
@@ -311,6 +78,23 @@ static struct slot *slot_of(struct pool *p, pid_t pid)
 	return NULL;
 }
 
+static void __attribute__((noreturn)) start_worker(struct pool *p,
+						   struct slot *slot)
+{
+	const struct worker_setup setup = {
+		.config = &p->config,
+		.board = p->board,
+		.slot = slot,
+		.notify_write = p->notify_write,
+		.parent = p->parent,
+		.min_spare = p->min_spare,
+		.max_spare = p->max_spare,
+	};
+
+	close(p->notify_read);
+	worker_run(&setup);
+}
+
 static int spawn_worker(struct pool *p)
 {
 	struct slot *slot = free_slot(p);
@@ -319,17 +103,17 @@ static int spawn_worker(struct pool *p)
 	if (!slot)
 		return -1;
 	/* Counted idle before it runs, so the parent never over-forks. */
-	set_state(slot, SLOT_IDLE);
+	slot_set_state(slot, SLOT_IDLE);
 	__atomic_add_fetch(&p->board->idle, 1, __ATOMIC_SEQ_CST);
 	pid = fork();
 	if (pid < 0) {
 		log_errno("Cannot fork a connection process");
 		__atomic_sub_fetch(&p->board->idle, 1, __ATOMIC_SEQ_CST);
-		set_state(slot, SLOT_FREE);
+		slot_set_state(slot, SLOT_FREE);
 		return -1;
 	}
 	if (pid == 0)
-		worker_run(p, slot);
+		start_worker(p, slot);
 	slot->pid = pid;
 	slot->forked_ms = now_ms();
 	p->live++;
@@ -395,10 +179,10 @@ static void reap_workers(struct pool *p)
 		slot = slot_of(p, pid);
 		if (!slot)
 			continue;
-		if (__atomic_load_n(&slot->state, __ATOMIC_SEQ_CST) == SLOT_IDLE)
+		if (slot_state(slot) == SLOT_IDLE)
 			__atomic_sub_fetch(&p->board->idle, 1, __ATOMIC_SEQ_CST);
 		note_exit(p, slot, status);
-		set_state(slot, SLOT_FREE);
+		slot_set_state(slot, SLOT_FREE);
 		slot->pid = 0;
 		p->live--;
 	}
@@ -507,7 +291,7 @@ void pool_stop(struct pool *p)
 			signal_workers(p, SIGKILL);
 			killed = true;
 		}
-		pause_ms(20);	/* returns early on SIGCHLD */
+		lifecycle_sleep_ms(20);	/* returns early on SIGCHLD */
 	}
 	close(p->notify_read);
 	close(p->notify_write);

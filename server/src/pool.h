@@ -8,8 +8,9 @@
  * workers exit after a burst, reaps every child, and on stop lets busy
  * workers finish their current append before they close.
  *
- * With a user, each worker drops root right after fork(), before it opens
- * the data file or touches a client.  The parent keeps root but never
+ * With a user, each worker (worker.h) drops root right after fork() and
+ * reopening the data file, before it touches a client.  The parent keeps
+ * root but never
  * reads a byte from a client: it only forks, reaps, forwards stop signals
  * and, at exit, deletes the data file and the pidfile (which lives in a
  * directory only root may write, such as /var/run).
