@@ -26,6 +26,7 @@
  *    and is released down to a small size by framer_reset();
  *  - framer_pending() is 0 right after a packet is handed out.
  */
+#include "check.h"
 #include "framing.h"
 
 #include <stdint.h>
@@ -39,15 +40,6 @@
 #define NO_FAILURE 0
 #define FIRST_ALLOCATION 256	/* framing.c's smallest buffer */
 #define KEPT_AFTER_RESET 4096	/* framing.c's KEEP_CAPACITY */
-
-#define CHECK(cond)                                                        \
-	do {                                                               \
-		if (!(cond)) {                                             \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n",   \
-				__FILE__, __LINE__, #cond);                \
-			abort();                                           \
-		}                                                          \
-	} while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 void *__real_realloc(void *ptr, size_t size);

@@ -19,6 +19,7 @@
  *  - parsing the same vector a second time (getopt's state is reset)
  *    gives the same result, the same options and the same messages.
  */
+#include "check.h"
 #include "options.h"
 
 #include <stdint.h>
@@ -27,15 +28,6 @@
 #include <string.h>
 
 #define MAX_ARGS 32
-
-#define CHECK(cond)                                                        \
-	do {                                                               \
-		if (!(cond)) {                                             \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n",   \
-				__FILE__, __LINE__, #cond);                \
-			abort();                                           \
-		}                                                          \
-	} while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -16,6 +16,7 @@
  * Checked (abort() on violation): same verdict, same value on success,
  * *value untouched on failure.
  */
+#include "check.h"
 #include "options.h"
 
 #include <limits.h>
@@ -23,15 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHECK(cond)                                                        \
-	do {                                                               \
-		if (!(cond)) {                                             \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n",   \
-				__FILE__, __LINE__, #cond);                \
-			abort();                                           \
-		}                                                          \
-	} while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
