@@ -10,10 +10,9 @@
  *
  * With a user, each worker (worker.h) drops root right after fork() and
  * reopening the data file, before it touches a client.  The parent keeps
- * root but never
- * reads a byte from a client: it only forks, reaps, forwards stop signals
- * and, at exit, deletes the data file and the pidfile (which lives in a
- * directory only root may write, such as /var/run).
+ * root but never reads a byte from a client: it only forks, reaps,
+ * forwards stop signals and, at exit, deletes the data file and the
+ * pidfile (which lives in a directory only root may write, /var/run).
  */
 #ifndef AESD_POOL_H
 #define AESD_POOL_H
