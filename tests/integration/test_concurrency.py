@@ -2,7 +2,7 @@
 import threading
 import time
 
-from conftest import recv_until_suffix, scaled
+from server_harness import recv_until_suffix, scaled
 
 CLIENTS = 32
 PACKETS = 40

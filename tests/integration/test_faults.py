@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from conftest import (UNDER_VALGRIND, WRAPPER, assert_closed_by_server,
+from server_harness import (UNDER_VALGRIND, WRAPPER, assert_closed_by_server,
                       pid_alive, recv_exactly, recv_until_suffix, scaled,
                       wait_until)
 

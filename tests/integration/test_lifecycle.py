@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import (BINARY, WRAPPER, children_of, exchange, free_port,
+from server_harness import (BINARY, WRAPPER, children_of, exchange, free_port,
                       pid_alive, port_accepts, recv_until_suffix, scaled,
                       wait_until)
 

@@ -3,7 +3,7 @@ import socket
 
 import pytest
 
-from conftest import exchange, recv_exactly, scaled
+from server_harness import exchange, recv_exactly, scaled
 
 
 def test_one_packet_is_stored_and_echoed(server):
