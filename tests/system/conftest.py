@@ -55,8 +55,9 @@ def make_guest(image_env, tmp_path_factory, request):
         env["AESD_QEMU_SNAPSHOT"] = "0"
     started = []
 
-    def make(name=None):
-        guest = Guest(logdir, name or request.module.__name__, env)
+    def make(name=None, **extra_env):
+        guest = Guest(logdir, name or request.module.__name__,
+                      dict(env, **extra_env))
         started.append(guest)
         return guest
 
