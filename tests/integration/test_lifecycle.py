@@ -95,6 +95,8 @@ def test_daemon_returns_only_once_listening(tmp_path):
             fields = f.read().rsplit(")", 1)[1].split()
         assert int(fields[3]) == pid, "daemon leads its own session"
         assert os.readlink(f"/proc/{pid}/cwd") == "/"
+        for fd in (0, 1, 2):
+            assert os.readlink(f"/proc/{pid}/fd/{fd}") == "/dev/null"
     finally:
         os.kill(pid, signal.SIGTERM)
     wait_until(lambda: not pid_alive(pid), scaled(5), what="daemon exit")
