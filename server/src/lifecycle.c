@@ -15,19 +15,20 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t stop_signal;
-static volatile sig_atomic_t child_exited;
+static volatile sig_atomic_t stop_requested;
 static sigset_t wait_mask;
 
 static void on_stop_signal(int signo)
 {
-	stop_signal = signo;
+	(void)signo;
+	stop_requested = 1;
 }
 
+/* Does nothing but exist: a caught SIGCHLD ends the parent's ppoll(), which
+ * then reaps. */
 static void on_child_exit(int signo)
 {
 	(void)signo;
-	child_exited = 1;
 }
 
 static int set_handler(int signo, void (*handler)(int))
@@ -79,20 +80,7 @@ void lifecycle_sleep_ms(int ms)
 
 bool lifecycle_stop_requested(void)
 {
-	return stop_signal != 0;
-}
-
-int lifecycle_stop_signal(void)
-{
-	return stop_signal;
-}
-
-bool lifecycle_take_child_exited(void)
-{
-	bool exited = child_exited != 0;
-
-	child_exited = 0;
-	return exited;
+	return stop_requested != 0;
 }
 
 static int redirect_stdio(void)

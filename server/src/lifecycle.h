@@ -18,8 +18,6 @@ const sigset_t *lifecycle_wait_mask(void);
 bool lifecycle_stop_requested(void);
 /* Sleeps, letting the signals in: returns early when one arrives. */
 void lifecycle_sleep_ms(int ms);
-int lifecycle_stop_signal(void);	/* the signal that asked to stop */
-bool lifecycle_take_child_exited(void);
 
 /* Forks into the background (setsid, chdir /, stdio on /dev/null).  The
  * calling process waits until the child reports readiness and exits with

@@ -55,10 +55,12 @@ static void log_vmsg(int priority, const char *fmt, va_list ap,
 	char text[512];
 
 	vsnprintf(text, sizeof(text), fmt, ap);
-	if (cause && syslog_present())
-		syslog(priority, "%s: %s", text, cause);
-	else if (syslog_present())
-		syslog(priority, "%s", text);
+	if (syslog_present()) {
+		if (cause)
+			syslog(priority, "%s: %s", text, cause);
+		else
+			syslog(priority, "%s", text);
+	}
 	if (!log_to_stderr && !(starting && priority <= LOG_WARNING))
 		return;
 	if (cause)

@@ -15,9 +15,9 @@
 #define ACCEPT_PAUSE_MS 100
 
 /*
- * Counter updates are ordered so that a worker killed
- * between two steps leaves the idle count too low, never too high: the
- * parent then forks one worker too many, which is harmless.
+ * Counter updates are ordered so that a worker killed between two steps
+ * leaves the idle count too low, never too high: the parent then forks one
+ * worker too many, which is harmless.
  */
 static void mark_busy(const struct worker_setup *w)
 {
