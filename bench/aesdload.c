@@ -24,6 +24,7 @@
 #include "check.h"
 #include "client.h"
 #include "proctree.h"
+#include "util.h"
 
 struct opts {
 	const char *workload;
@@ -55,26 +56,6 @@ static void die(const char *msg)
 	fprintf(stderr, "aesdload: %s%s%s\n", msg, errno ? ": " : "",
 		errno ? strerror(errno) : "");
 	exit(1);
-}
-
-static uint64_t parse_num(const char *s, uint64_t lo, uint64_t hi, const char *what)
-{
-	char *end;
-	unsigned long long v;
-	uint64_t mult = 1;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (*end == 'K' || *end == 'k')
-		mult = 1024, end++;
-	else if (*end == 'M' || *end == 'm')
-		mult = 1024 * 1024, end++;
-	if (errno || end == s || *end || s[0] == '-' || v > hi / mult || v * mult < lo) {
-		fprintf(stderr, "aesdload: bad %s '%s' (%" PRIu64 "..%" PRIu64 ")\n",
-			what, s, lo, hi);
-		exit(2);
-	}
-	return v * mult;
 }
 
 /* Per-thread results, merged once at the end of the thread. */
@@ -465,16 +446,16 @@ static void parse(int argc, char **argv)
 	optind = 2;
 	while ((c = getopt(argc, argv, "p:c:n:s:F:g:r:k:t:P:bvh")) != -1) {
 		switch (c) {
-		case 'p': o.port = (uint16_t)parse_num(optarg, 1, 65535, "port"); break;
-		case 'c': o.clients = (unsigned)parse_num(optarg, 1, 1024, "clients"); break;
-		case 'n': o.count = (unsigned)parse_num(optarg, 1, 10000000, "count"); break;
-		case 's': o.size = (unsigned)parse_num(optarg, packet_min_len(), 1 << 24, "size"); break;
-		case 'F': o.fill = parse_num(optarg, 1, 1ULL << 32, "file size"); break;
-		case 'g': o.grow = parse_num(optarg, packet_min_len(), 1 << 26, "growth size"); break;
-		case 'r': o.requests = (unsigned)parse_num(optarg, 1, 1000000, "requests"); break;
-		case 'k': o.idle = (unsigned)parse_num(optarg, 0, 100000, "idle count"); break;
-		case 't': o.timeout_ms = (int)parse_num(optarg, 1, 3600000, "timeout"); break;
-		case 'P': o.server = (pid_t)parse_num(optarg, 1, 1 << 22, "pid"); break;
+		case 'p': o.port = (uint16_t)parse_num("aesdload", "port", optarg, 1, 65535); break;
+		case 'c': o.clients = (unsigned)parse_num("aesdload", "clients", optarg, 1, 1024); break;
+		case 'n': o.count = (unsigned)parse_num("aesdload", "count", optarg, 1, 10000000); break;
+		case 's': o.size = (unsigned)parse_num("aesdload", "size", optarg, packet_min_len(), 1 << 24); break;
+		case 'F': o.fill = parse_num("aesdload", "file size", optarg, 1, 1ULL << 32); break;
+		case 'g': o.grow = parse_num("aesdload", "growth size", optarg, packet_min_len(), 1 << 26); break;
+		case 'r': o.requests = (unsigned)parse_num("aesdload", "requests", optarg, 1, 1000000); break;
+		case 'k': o.idle = (unsigned)parse_num("aesdload", "idle count", optarg, 0, 100000); break;
+		case 't': o.timeout_ms = (int)parse_num("aesdload", "timeout", optarg, 1, 3600000); break;
+		case 'P': o.server = (pid_t)parse_num("aesdload", "pid", optarg, 1, 1 << 22); break;
 		case 'v': o.verbose = 1; break;
 		case 'b': o.baseline = 1; break;
 		case 'h': usage(stdout); exit(0);

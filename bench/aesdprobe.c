@@ -30,36 +30,12 @@
 #include <time.h>
 #include <unistd.h>
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+#include "util.h"
 
 static void die(const char *msg)
 {
 	fprintf(stderr, "aesdprobe: %s: %s\n", msg, strerror(errno));
 	exit(1);
-}
-
-static unsigned long long num(const char *s, unsigned long long hi)
-{
-	char *end;
-	unsigned long long v, mult = 1;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (*end == 'K' || *end == 'k')
-		mult = 1024, end++;
-	else if (*end == 'M' || *end == 'm')
-		mult = 1024 * 1024, end++;
-	if (errno || end == s || *end || s[0] == '-' || v == 0 || v > hi / mult) {
-		fprintf(stderr, "aesdprobe: bad number '%s'\n", s);
-		exit(2);
-	}
-	return v * mult;
 }
 
 /* Listening socket on 127.0.0.1:port (0: any free port). */
@@ -406,11 +382,11 @@ int main(int argc, char **argv)
 	optind = 2;
 	while ((c = getopt(argc, argv, "F:r:n:p:t:d:kB:")) != -1) {
 		switch (c) {
-		case 'F': size = num(optarg, 1ull << 34); break;
-		case 'r': reps = num(optarg, 100000); break;
-		case 'n': count = num(optarg, 10000000); break;
-		case 'p': port = num(optarg, 65535); break;
-		case 't': threads = num(optarg, 256); break;
+		case 'F': size = parse_num("aesdprobe", "file size", optarg, 1, 1ull << 34); break;
+		case 'r': reps = parse_num("aesdprobe", "repetitions", optarg, 1, 100000); break;
+		case 'n': count = parse_num("aesdprobe", "count", optarg, 1, 10000000); break;
+		case 'p': port = parse_num("aesdprobe", "port", optarg, 1, 65535); break;
+		case 't': threads = parse_num("aesdprobe", "threads", optarg, 1, 256); break;
 		case 'd': dir = optarg; break;
 		case 'k': tv.keep = 1; break;
 		case 'B':

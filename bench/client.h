@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "check.h"
+#include "util.h"
 
 struct reader {
 	char *buf;		/* receive buffer */
@@ -50,6 +51,5 @@ int pending_feed(struct pending *pd, const char *d, size_t n, struct record *rec
 /* Classifies a response that stopped early: EOF (n == 0) or errno e. */
 void pending_fail(const struct pending *pd, int eof, int e);
 
-uint64_t now_ns(void);
 
 #endif
