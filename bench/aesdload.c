@@ -58,6 +58,17 @@ static void die(const char *msg)
 	exit(1);
 }
 
+/* Ends a persistent connection (if still open) the way nc -N does, and
+ * frees its reader. */
+static void end_session(int fd, struct reader *rd)
+{
+	if (fd >= 0) {
+		finish(fd, rd);
+		close(fd);
+	}
+	reader_free(rd);
+}
+
 /* Per-thread results, merged once at the end of the thread. */
 struct local {
 	struct recvec recs;
@@ -200,11 +211,7 @@ static void *stream_thread(void *arg)
 		}
 		packet_free(&p);
 	}
-	if (fd >= 0) {
-		finish(fd, &rd);
-		close(fd);
-	}
-	reader_free(&rd);
+	end_session(fd, &rd);
 	local_merge(&l);
 	return NULL;
 }
@@ -602,11 +609,7 @@ int main(int argc, char **argv)
 			packet_free(&p);
 		}
 		t1 = mark_end(&cpu1);
-		if (fd >= 0) {
-			finish(fd, &rd);
-			close(fd);
-		}
-		reader_free(&rd);
+		end_session(fd, &rd);
 		local_merge(&l);
 	} else if (o.baseline) {
 		/* the same file growth as the idle pings, without holding any
@@ -630,11 +633,7 @@ int main(int argc, char **argv)
 			}
 			packet_free(&p);
 		}
-		if (fd >= 0) {
-			finish(fd, &rd);
-			close(fd);
-		}
-		reader_free(&rd);
+		end_session(fd, &rd);
 		t0 = mark_start(&cpu0);
 		run_threads(churn_thread, o.clients);
 		t1 = mark_end(&cpu1);
