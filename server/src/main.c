@@ -22,8 +22,7 @@ struct server {
 	int ready_fd;		/* to the waiting foreground process (-d) */
 	uid_t uid;
 	gid_t gid;
-	struct store_identity data_id;
-	bool data_file_created;
+	struct store_identity data_id;	/* fd -1 until the file exists */
 };
 
 static int open_listener(struct server *s)
@@ -58,7 +57,6 @@ static int start(struct server *s)
 		return -1;
 	if (store_prepare(s->opts.data_file, s->uid, s->gid, &s->data_id) != 0)
 		return -1;
-	s->data_file_created = true;
 	if (s->opts.daemonize && lifecycle_daemonize(&s->ready_fd) != 0)
 		return -1;
 	if (s->opts.pidfile && pidfile_write(s->opts.pidfile) != 0)
@@ -90,7 +88,7 @@ static void clean_up(struct server *s)
 {
 	if (s->listen_fd >= 0)
 		close(s->listen_fd);
-	if (s->data_file_created)
+	if (s->data_id.fd >= 0)
 		store_remove(s->opts.data_file, &s->data_id);
 	if (s->opts.pidfile)
 		pidfile_remove(s->opts.pidfile);
@@ -100,7 +98,8 @@ static void clean_up(struct server *s)
 int main(int argc, char *argv[])
 {
 	struct server s = { .listen_fd = -1, .ready_fd = -1,
-			    .uid = (uid_t)-1, .gid = (gid_t)-1 };
+			    .uid = (uid_t)-1, .gid = (gid_t)-1,
+			    .data_id = { .fd = -1 } };
 	struct pool *pool = NULL;
 	int rc;
 
