@@ -58,16 +58,7 @@ static int idle_count(struct pool *p)
 	return __atomic_load_n(&p->board->idle, __ATOMIC_SEQ_CST);
 }
 
-static struct slot *free_slot(struct pool *p)
-{
-	unsigned i;
-
-	for (i = 0; i < p->config.max_workers; i++)
-		if (p->board->slots[i].pid == 0)
-			return &p->board->slots[i];
-	return NULL;
-}
-
+/* The slot of a worker; pid 0 finds a free one. */
 static struct slot *slot_of(struct pool *p, pid_t pid)
 {
 	unsigned i;
@@ -97,7 +88,7 @@ static void __attribute__((noreturn)) start_worker(struct pool *p,
 
 static int spawn_worker(struct pool *p)
 {
-	struct slot *slot = free_slot(p);
+	struct slot *slot = slot_of(p, 0);
 	pid_t pid;
 
 	if (!slot)
