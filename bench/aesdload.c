@@ -7,12 +7,14 @@
  *   bigread grow the file to F bytes, then R tiny requests on one connection
  *   idle    hold K idle connections, ping them, run churn, ping them again
  *           (-b: the baseline - same pings over one connection, none held)
+ *   held    hold K connections (half silent, half idle after one exchange);
+ *           meanwhile time new clients' first responses and run churn;
+ *           then ping all K (-b: the baseline, same file growth, none held)
  *   wait    wait until the port accepts connections (for scripts)
  * Output: one line of key=value pairs on stdout. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +25,7 @@
 
 #include "check.h"
 #include "client.h"
+#include "many.h"
 #include "proctree.h"
 #include "util.h"
 
@@ -43,20 +46,62 @@ static struct opts o = {
 	.fill = 16u << 20, .grow = 1000000, .timeout_ms = 10000,
 };
 
+/* Latencies in ns. */
+struct samples {
+	uint64_t *v;
+	size_t n, cap;
+};
+
 /* results shared by the workers */
 static pthread_mutex_t res_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct recvec all_recs;
-static uint64_t *lat;		/* latencies in ns */
-static size_t nlat, lat_cap;
+static struct samples lat;
 static uint64_t ok_count, fail_count, resp_bytes;
 static unsigned churn_next;
 
-static void die(const char *msg)
+/* The timed part: clock and server CPU at its start and end. */
+static struct {
+	uint64_t t0, t1;
+	double cpu0, cpu1;
+} tm;
+
+static void samples_add(struct samples *s, const uint64_t *v, size_t n)
 {
-	fprintf(stderr, "aesdload: %s%s%s\n", msg, errno ? ": " : "",
-		errno ? strerror(errno) : "");
-	exit(1);
+	if (s->n + n > s->cap) {
+		s->cap = (s->n + n) * 2;
+		s->v = reallocarray(s->v, s->cap, sizeof(*s->v));
+		if (!s->v)
+			die("out of memory");
+	}
+	memcpy(s->v + s->n, v, n * sizeof(*v));
+	s->n += n;
 }
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void samples_sort(struct samples *s)
+{
+	qsort(s->v, s->n, sizeof(*s->v), cmp_u64);
+}
+
+/* Quantile q of sorted samples, in ms (the max for q = 1). */
+static double samples_ms(const struct samples *s, double q)
+{
+	size_t i;
+
+	if (!s->n)
+		return 0;
+	i = (size_t)(q * (double)s->n + 0.999999);
+	if (i == 0)
+		i = 1;
+	return (double)s->v[i - 1] / 1e6;
+}
+
 
 /* Ends a persistent connection (if still open) the way nc -N does, and
  * frees its reader. */
@@ -72,8 +117,7 @@ static void end_session(int fd, struct reader *rd)
 /* Per-thread results, merged once at the end of the thread. */
 struct local {
 	struct recvec recs;
-	uint64_t *lat;
-	size_t nlat, cap;
+	struct samples lat;
 	uint64_t ok, fail, bytes;
 };
 
@@ -81,13 +125,7 @@ static void local_add(struct local *l, const struct record *r, uint64_t ns)
 {
 	if (recvec_push(&l->recs, r) < 0)
 		die("out of memory");
-	if (l->nlat == l->cap) {
-		l->cap = l->cap ? l->cap * 2 : 1024;
-		l->lat = reallocarray(l->lat, l->cap, sizeof(*l->lat));
-		if (!l->lat)
-			die("out of memory");
-	}
-	l->lat[l->nlat++] = ns;
+	samples_add(&l->lat, &ns, 1);
 	l->ok++;
 	l->bytes += r->len;
 }
@@ -97,29 +135,14 @@ static void local_merge(struct local *l)
 	pthread_mutex_lock(&res_lock);
 	if (recvec_append(&all_recs, &l->recs) < 0)
 		die("out of memory");
-	if (nlat + l->nlat > lat_cap) {
-		lat_cap = (nlat + l->nlat) * 2;
-		lat = reallocarray(lat, lat_cap, sizeof(*lat));
-		if (!lat)
-			die("out of memory");
-	}
-	memcpy(lat + nlat, l->lat, l->nlat * sizeof(*lat));
-	nlat += l->nlat;
+	samples_add(&lat, l->lat.v, l->lat.n);
 	ok_count += l->ok;
 	fail_count += l->fail;
 	resp_bytes += l->bytes;
 	pthread_mutex_unlock(&res_lock);
 	free(l->recs.v);
-	free(l->lat);
+	free(l->lat.v);
 	memset(l, 0, sizeof(*l));
-}
-
-static void new_packet(struct packet *p, char tag, size_t len)
-{
-	if (len < packet_min_len())
-		len = packet_min_len();
-	if (packet_make(p, tag, len) < 0)
-		die("packet registry full");
 }
 
 /* One request on a new connection, outside the timed part. */
@@ -131,7 +154,7 @@ static int single(char tag, size_t len, struct record *rec)
 
 	if (reader_init(&rd, 1 << 20) < 0)
 		die("out of memory");
-	new_packet(&p, tag, len);
+	packet_new(&p, tag, len);
 	fd = lo_connect(o.port, o.timeout_ms);
 	if (fd >= 0) {
 		rc = exchange(fd, &p, CHECK_HASH, &rd, rec);
@@ -163,7 +186,7 @@ static void *churn_thread(void *arg)
 
 		if (i >= o.count)
 			break;
-		new_packet(&p, 'c', o.size);
+		packet_new(&p, 'c', o.size);
 		t0 = now_ns();
 		fd = lo_connect(o.port, o.timeout_ms);
 		if (fd >= 0 && exchange(fd, &p, CHECK_HASH, &rd, &rec) == 0) {
@@ -200,7 +223,7 @@ static void *stream_thread(void *arg)
 			l.fail += o.count - i;
 			break;
 		}
-		new_packet(&p, 's', o.size);
+		packet_new(&p, 's', o.size);
 		t0 = now_ns();
 		if (exchange(fd, &p, CHECK_HASH, &rd, &rec) == 0) {
 			local_add(&l, &rec, now_ns() - t0);
@@ -230,87 +253,6 @@ static void run_threads(void *(*fn)(void *), unsigned n)
 	free(t);
 }
 
-/* Sends a small packet on every fd at once and collects the responses;
- * returns how many were answered correctly. */
-static unsigned ping_all(int *fds, unsigned k, int deadline_ms)
-{
-	struct pollfd *pfd = calloc(k, sizeof(*pfd));
-	struct pending *pd = calloc(k, sizeof(*pd));
-	struct packet *pk = calloc(k, sizeof(*pk));
-	char *buf = malloc(256 << 10);
-	unsigned left = 0, good = 0;
-	uint64_t deadline = now_ns() + (uint64_t)deadline_ms * 1000000u;
-
-	if (!pfd || !pd || !pk || !buf)
-		die("out of memory");
-	for (unsigned i = 0; i < k; i++) {
-		pfd[i].fd = -1;
-		if (fds[i] < 0)
-			continue;
-		new_packet(&pk[i], 'i', packet_min_len());
-		if (send(fds[i], pk[i].buf, pk[i].len, MSG_NOSIGNAL) != (ssize_t)pk[i].len) {
-			err_count(errno == EAGAIN ? ERR_TIMEOUT : ERR_RESET);
-			close(fds[i]);
-			fds[i] = -1;
-			continue;
-		}
-		packet_sent(&pk[i]);
-		pending_start(&pd[i], &pk[i]);
-		pfd[i].fd = fds[i];
-		pfd[i].events = POLLIN;
-		left++;
-	}
-	while (left) {
-		uint64_t now = now_ns();
-		int n;
-
-		if (now >= deadline)
-			break;
-		n = poll(pfd, k, (int)((deadline - now) / 1000000u) + 1);
-		if (n < 0 && errno != EINTR)
-			die("poll");
-		for (unsigned i = 0; n > 0 && i < k; i++) {
-			struct record rec;
-			ssize_t r;
-
-			if (pfd[i].fd < 0 || !pfd[i].revents)
-				continue;
-			r = recv(pfd[i].fd, buf, 256 << 10, MSG_DONTWAIT);
-			if (r < 0 && (errno == EAGAIN || errno == EINTR))
-				continue;
-			if (r <= 0) {
-				pending_fail(&pd[i], r == 0, errno);
-			} else if (pending_feed(&pd[i], buf, (size_t)r, &rec) == 1) {
-				if (recvec_push(&all_recs, &rec) < 0)
-					die("out of memory");
-				good++;
-			} else {
-				continue;
-			}
-			if (r <= 0) {
-				close(fds[i]);
-				fds[i] = -1;
-			}
-			pfd[i].fd = -1;
-			left--;
-		}
-	}
-	for (unsigned i = 0; i < k; i++) {
-		if (pfd[i].fd >= 0) {
-			err_count(ERR_TIMEOUT);
-			close(fds[i]);
-			fds[i] = -1;
-		}
-		if (pk[i].buf)
-			packet_free(&pk[i]);
-	}
-	free(pfd);
-	free(pd);
-	free(pk);
-	free(buf);
-	return good;
-}
-
 /* The closing request: its response is the whole final file. */
 static char *fetch_final(size_t *len)
 {
@@ -323,7 +265,7 @@ static char *fetch_final(size_t *len)
 
 	if (!ref)
 		die("out of memory");
-	new_packet(&p, 'z', 64);
+	packet_new(&p, 'z', 64);
 	fd = lo_connect(o.port, o.timeout_ms);
 	if (fd < 0)
 		goto fail;
@@ -375,43 +317,22 @@ static void phase(const char *name)
 }
 
 /* Start of the timed part: the clock, and the server's CPU so far. */
-static uint64_t mark_start(double *cpu)
+static void mark_start(void)
 {
 	if (o.server)
-		*cpu = tree_cpu_seconds(o.server);
+		tm.cpu0 = tree_cpu_seconds(o.server);
 	phase("timed-start");
-	return now_ns();
+	tm.t0 = now_ns();
 }
 
 /* End of the timed part, before anything else (closing the idle
  * connections lets their workers exit and be counted). */
-static uint64_t mark_end(double *cpu)
+static void mark_end(void)
 {
-	uint64_t t = now_ns();
-
+	tm.t1 = now_ns();
 	phase("timed-end");
 	if (o.server)
-		*cpu = tree_cpu_seconds(o.server);
-	return t;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double pct_ms(double q)
-{
-	size_t i;
-
-	if (!nlat)
-		return 0;
-	i = (size_t)(q * (double)nlat + 0.999999);
-	if (i == 0)
-		i = 1;
-	return (double)lat[i - 1] / 1e6;
+		tm.cpu1 = tree_cpu_seconds(o.server);
 }
 
 static double cpu_self(void)
@@ -492,224 +413,342 @@ static int wait_port(void)
 	return 1;
 }
 
-int main(int argc, char **argv)
+
+/* The workloads. Each runs between the opening request and the closing
+ * one, and calls mark_start()/mark_end() around its timed part. */
+
+static void run_churn(void)
+{
+	mark_start();
+	run_threads(churn_thread, o.clients);
+	mark_end();
+}
+
+static void run_stream(void)
+{
+	mark_start();
+	run_threads(stream_thread, o.clients);
+	mark_end();
+}
+
+static uint64_t base_len;	/* file size after the opening request */
+static uint64_t grow_bytes;	/* bigread: response bytes while growing */
+
+/* Grows the file to o.fill with packets of o.grow bytes; returns its
+ * size, or 0 with *fd closed and -1 on failure. */
+static uint64_t bigread_grow(int *fd, struct reader *rd)
+{
+	uint64_t cur = base_len;
+	struct record rec;
+
+	while (*fd >= 0 && cur < o.fill) {
+		struct packet p;
+		uint64_t want = o.fill - cur;
+
+		packet_new(&p, 'g', want < o.grow ? want : o.grow);
+		if (exchange(*fd, &p, CHECK_LEN, rd, &rec) < 0) {
+			close(*fd);
+			*fd = -1;
+		} else {
+			if (recvec_push(&all_recs, &rec) < 0)
+				die("out of memory");
+			grow_bytes += rec.len;
+			cur = rec.len;
+		}
+		packet_free(&p);
+	}
+	return cur;
+}
+
+/* One fully hashed response, kept in warm for the spot checks of the
+ * timed requests. */
+static void bigread_warm(int *fd, struct reader *rd, char *warm, size_t cap)
+{
+	struct packet p;
+	struct record rec;
+
+	if (*fd < 0)
+		return;
+	rd->keep = warm;
+	rd->keep_cap = cap;
+	packet_new(&p, 'w', 32);
+	if (exchange(*fd, &p, CHECK_HASH, rd, &rec) < 0) {
+		close(*fd);
+		*fd = -1;
+	} else {
+		if (recvec_push(&all_recs, &rec) < 0)
+			die("out of memory");
+		rd->spot = warm;
+		rd->spot_len = rec.len;
+	}
+	packet_free(&p);
+	rd->keep = NULL;
+}
+
+static void run_bigread(void)
+{
+	struct reader rd;
+	struct local l = { 0 };
+	int fd = lo_connect(o.port, o.timeout_ms);
+	uint64_t size;
+	char *warm;
+
+	if (reader_init(&rd, 1 << 20) < 0)
+		die("out of memory");
+	size = bigread_grow(&fd, &rd);
+	warm = malloc(size + 1024);
+	if (!warm)
+		die("out of memory");
+	bigread_warm(&fd, &rd, warm, size + 1024);
+	mark_start();
+	for (unsigned i = 0; i < o.requests; i++) {
+		struct packet p;
+		struct record rec;
+		uint64_t s;
+
+		if (fd < 0) {
+			l.fail += o.requests - i;
+			break;
+		}
+		packet_new(&p, 'b', 32);
+		s = now_ns();
+		if (exchange(fd, &p, CHECK_SPOT, &rd, &rec) == 0) {
+			local_add(&l, &rec, now_ns() - s);
+		} else {
+			l.fail += o.requests - i;
+			close(fd);
+			fd = -1;
+		}
+		packet_free(&p);
+	}
+	mark_end();
+	end_session(fd, &rd);
+	local_merge(&l);
+	free(warm);
+}
+
+/* Sends n small packets over one connection, one after another: the file
+ * grows as it does when n held connections send one each. Returns how many
+ * were answered. */
+static unsigned pings_in_line(unsigned n)
+{
+	struct reader rd;
+	struct record rec;
+	unsigned good = 0;
+	int fd = lo_connect(o.port, o.timeout_ms);
+
+	if (reader_init(&rd, 256 << 10) < 0)
+		die("out of memory");
+	for (unsigned i = 0; fd >= 0 && i < n; i++) {
+		struct packet p;
+
+		packet_new(&p, 'i', packet_min_len());
+		if (exchange(fd, &p, CHECK_HASH, &rd, &rec) == 0) {
+			if (recvec_push(&all_recs, &rec) < 0)
+				die("out of memory");
+			good++;
+		} else {
+			close(fd);
+			fd = -1;
+		}
+		packet_free(&p);
+	}
+	end_session(fd, &rd);
+	return good;
+}
+
+static uint64_t ms_from_now(int ms)
+{
+	return now_ns() + (uint64_t)ms * 1000000u;
+}
+
+static void close_all(int *fds, unsigned k)
+{
+	for (unsigned i = 0; i < k; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+/* What the idle workload measured. */
+static struct {
+	unsigned held, accepted, served;
+	uint64_t accept_ns;
+	long pss;
+} idle = { .pss = -1 };
+
+static void run_idle(void)
+{
+	int *fds;
+
+	if (o.baseline) {
+		/* the same file growth as the pings, without holding any
+		 * connection: what "churn without idle connections" compares to */
+		idle.accepted = pings_in_line(o.idle);
+		run_churn();
+		return;
+	}
+	fds = calloc(o.idle ? o.idle : 1, sizeof(*fds));
+	if (!fds)
+		die("out of memory");
+	for (unsigned i = 0; i < o.idle; i++) {
+		fds[i] = lo_connect(o.port, o.timeout_ms);
+		idle.held += fds[i] >= 0;
+	}
+	/* the server may start a process per connection: give it time */
+	idle.accept_ns = now_ns();
+	idle.accepted = ping_many(fds, o.idle, ms_from_now(3 * o.timeout_ms), &all_recs);
+	idle.accept_ns = now_ns() - idle.accept_ns;
+	if (o.server)
+		idle.pss = tree_pss_kib(o.server);
+	run_churn();
+	idle.served = ping_many(fds, o.idle, ms_from_now(o.timeout_ms), &all_recs);
+	close_all(fds, o.idle);
+	free(fds);
+}
+
+static void print_bigread(void)
+{
+	printf(" fill=%" PRIu64 " requests=%u grow_bytes=%" PRIu64, o.fill, o.requests, grow_bytes);
+}
+
+static void print_idle(void)
+{
+	printf(" baseline=%d idle=%u idle_held=%u idle_accepted=%u idle_accept_s=%.3f"
+	       " idle_served_after=%u",
+	       o.baseline, o.idle, idle.held, idle.accepted, (double)idle.accept_ns / 1e9,
+	       idle.served);
+}
+
+/* Printed after the server's PSS. */
+static void print_idle_pss(long pss0)
+{
+	if (idle.pss >= 0)
+		printf(" pss_idle_kib=%ld pss_per_idle_kib=%.1f", idle.pss,
+		       idle.accepted ? (double)(idle.pss - pss0) / idle.accepted : 0.0);
+}
+
+struct workload {
+	const char *name;
+	const char *unit;	/* of the rate: per second of the timed part */
+	void (*run)(void);
+	uint64_t (*ids)(void);	/* packets it sends, at most */
+	void (*print)(void);	/* its own key=value pairs */
+	void (*print_pss)(long pss0);
+};
+
+static uint64_t ids_churn(void)
+{
+	return o.count;
+}
+
+static uint64_t ids_stream(void)
+{
+	return (uint64_t)o.clients * o.count;
+}
+
+static uint64_t ids_bigread(void)
+{
+	return o.fill / o.grow + o.requests + 4;
+}
+
+static uint64_t ids_idle(void)
+{
+	return 2ULL * o.idle + o.count;
+}
+
+static const struct workload workloads[] = {
+	{ "churn", "conn/s", run_churn, ids_churn, NULL, NULL },
+	{ "stream", "packets/s", run_stream, ids_stream, NULL, NULL },
+	{ "bigread", "MiB/s", run_bigread, ids_bigread, print_bigread, NULL },
+	{ "idle", "conn/s", run_idle, ids_idle, print_idle, print_idle_pss },
+};
+
+static const struct workload *find_workload(const char *name)
+{
+	for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++)
+		if (!strcmp(workloads[i].name, name))
+			return &workloads[i];
+	return NULL;
+}
+
+/* Soft RLIMIT_NOFILE up to the hard limit, so that many connections fit. */
+static void raise_nofile(void)
 {
 	struct rlimit rl;
-	struct record rec;
-	uint64_t t0, t1, capacity;
-	double cpu0 = 0, cpu1 = 0;
-	long pss0 = -1, pss_idle = -1;
-	int *idle_fds = NULL;
-	unsigned held = 0, accepted = 0, served = 0;
-	uint64_t accept_t = 0;
-	uint64_t base_len = 0, grow_bytes = 0;
-	char *ref, *warm = NULL;
-	size_t ref_len = 0;
-	double rate;
-	const char *unit;
 
-	parse(argc, argv);
-	if (!strcmp(o.workload, "wait"))
-		return wait_port();
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
-	if (!strcmp(o.workload, "churn"))
-		capacity = o.count;
-	else if (!strcmp(o.workload, "stream"))
-		capacity = (uint64_t)o.clients * o.count;
-	else if (!strcmp(o.workload, "bigread"))
-		capacity = o.fill / o.grow + o.requests + 4;
-	else if (!strcmp(o.workload, "idle"))
-		capacity = 2ULL * o.idle + o.count;
-	else {
-		usage(stderr);
-		return 2;
-	}
-	if (check_init((uint32_t)(capacity + 8)) < 0)
-		die("out of memory");
+}
 
-	if (single('o', 64, &rec) == 0)
-		base_len = rec.len;
-	if (o.server)
-		pss0 = tree_pss_kib(o.server);
-	t0 = mark_start(&cpu0);
-	t1 = t0;
-	if (!strcmp(o.workload, "churn")) {
-		run_threads(churn_thread, o.clients);
-		t1 = mark_end(&cpu1);
-	} else if (!strcmp(o.workload, "stream")) {
-		run_threads(stream_thread, o.clients);
-		t1 = mark_end(&cpu1);
-	} else if (!strcmp(o.workload, "bigread")) {
-		struct reader rd;
-		struct local l = { 0 };
-		uint64_t cur = base_len;
-		int fd = lo_connect(o.port, o.timeout_ms);
+/* The closing request, and every response checked against its answer. */
+static size_t verify_all(void)
+{
+	size_t len = 0;
+	char *ref = fetch_final(&len);
 
-		if (reader_init(&rd, 1 << 20) < 0)
-			die("out of memory");
-		while (fd >= 0 && cur < o.fill) {
-			struct packet p;
-			uint64_t want = o.fill - cur;
-
-			new_packet(&p, 'g', want < o.grow ? want : o.grow);
-			if (exchange(fd, &p, CHECK_LEN, &rd, &rec) < 0) {
-				close(fd);
-				fd = -1;
-			} else {
-				if (recvec_push(&all_recs, &rec) < 0)
-					die("out of memory");
-				grow_bytes += rec.len;
-				cur = rec.len;
-			}
-			packet_free(&p);
-		}
-		/* one fully hashed response, kept for the spot checks */
-		warm = malloc(cur + 1024);
-		if (!warm)
-			die("out of memory");
-		rd.keep = warm;
-		rd.keep_cap = cur + 1024;
-		if (fd >= 0) {
-			struct packet p;
-
-			new_packet(&p, 'w', 32);
-			if (exchange(fd, &p, CHECK_HASH, &rd, &rec) < 0) {
-				close(fd);
-				fd = -1;
-			} else {
-				if (recvec_push(&all_recs, &rec) < 0)
-					die("out of memory");
-				rd.spot = warm;
-				rd.spot_len = rec.len;
-			}
-			packet_free(&p);
-		}
-		rd.keep = NULL;
-		t0 = mark_start(&cpu0);
-		for (unsigned i = 0; i < o.requests; i++) {
-			struct packet p;
-			uint64_t s;
-
-			if (fd < 0) {
-				l.fail += o.requests - i;
-				break;
-			}
-			new_packet(&p, 'b', 32);
-			s = now_ns();
-			if (exchange(fd, &p, CHECK_SPOT, &rd, &rec) == 0) {
-				local_add(&l, &rec, now_ns() - s);
-			} else {
-				l.fail += o.requests - i;
-				close(fd);
-				fd = -1;
-			}
-			packet_free(&p);
-		}
-		t1 = mark_end(&cpu1);
-		end_session(fd, &rd);
-		local_merge(&l);
-	} else if (o.baseline) {
-		/* the same file growth as the idle pings, without holding any
-		 * connection: what "churn without idle connections" compares to */
-		struct reader rd;
-		int fd = lo_connect(o.port, o.timeout_ms);
-
-		if (reader_init(&rd, 256 << 10) < 0)
-			die("out of memory");
-		for (unsigned i = 0; fd >= 0 && i < o.idle; i++) {
-			struct packet p;
-
-			new_packet(&p, 'i', packet_min_len());
-			if (exchange(fd, &p, CHECK_HASH, &rd, &rec) == 0) {
-				if (recvec_push(&all_recs, &rec) < 0)
-					die("out of memory");
-				accepted++;
-			} else {
-				close(fd);
-				fd = -1;
-			}
-			packet_free(&p);
-		}
-		end_session(fd, &rd);
-		t0 = mark_start(&cpu0);
-		run_threads(churn_thread, o.clients);
-		t1 = mark_end(&cpu1);
-	} else {
-		idle_fds = calloc(o.idle ? o.idle : 1, sizeof(*idle_fds));
-		if (!idle_fds)
-			die("out of memory");
-		for (unsigned i = 0; i < o.idle; i++) {
-			idle_fds[i] = lo_connect(o.port, o.timeout_ms);
-			held += idle_fds[i] >= 0;
-		}
-		/* the server may start a process per connection: give it time */
-		accept_t = now_ns();
-		accepted = ping_all(idle_fds, o.idle, 3 * o.timeout_ms);
-		accept_t = now_ns() - accept_t;
-		if (o.server)
-			pss_idle = tree_pss_kib(o.server);
-		t0 = mark_start(&cpu0);
-		run_threads(churn_thread, o.clients);
-		t1 = mark_end(&cpu1);
-		served = ping_all(idle_fds, o.idle, o.timeout_ms);
-		for (unsigned i = 0; i < o.idle; i++)
-			if (idle_fds[i] >= 0)
-				close(idle_fds[i]);
-		free(idle_fds);
-	}
-
-	/* every response against the final file */
-	ref = fetch_final(&ref_len);
 	if (ref) {
-		check_final(ref, ref_len, &all_recs);
+		check_final(ref, len, &all_recs);
 		free(ref);
 	}
-	free(warm);
+	return len;
+}
 
-	qsort(lat, nlat, sizeof(*lat), cmp_u64);
-	double secs = (double)(t1 - t0) / 1e9;
-	if (!strcmp(o.workload, "bigread")) {
-		rate = secs > 0 ? (double)resp_bytes / 1048576.0 / secs : 0;
-		unit = "MiB/s";
-	} else if (!strcmp(o.workload, "stream")) {
-		rate = secs > 0 ? (double)ok_count / secs : 0;
-		unit = "packets/s";
-	} else {
-		rate = secs > 0 ? (double)ok_count / secs : 0;
-		unit = "conn/s";
-	}
-	printf("workload=%s clients=%u count=%u size=%u", o.workload, o.clients, o.count, o.size);
-	if (!strcmp(o.workload, "bigread"))
-		printf(" fill=%" PRIu64 " requests=%u grow_bytes=%" PRIu64, o.fill, o.requests, grow_bytes);
-	if (!strcmp(o.workload, "idle"))
-		printf(" baseline=%d", o.baseline);
-	if (!strcmp(o.workload, "idle"))
-		printf(" idle=%u idle_held=%u idle_accepted=%u idle_accept_s=%.3f"
-		       " idle_served_after=%u",
-		       o.idle, held, accepted, (double)accept_t / 1e9, served);
+static void report(const struct workload *w, size_t final_len, long pss0)
+{
+	double secs = (double)(tm.t1 - tm.t0) / 1e9;
+	double done = w->run == run_bigread ? (double)resp_bytes / 1048576.0 : (double)ok_count;
+
+	samples_sort(&lat);
+	printf("workload=%s clients=%u count=%u size=%u", w->name, o.clients, o.count, o.size);
+	if (w->print)
+		w->print();
 	printf(" ok=%" PRIu64 " failed=%" PRIu64 " elapsed_s=%.3f rate=%.1f unit=%s",
-	       ok_count, fail_count, secs, rate, unit);
+	       ok_count, fail_count, secs, secs > 0 ? done / secs : 0, w->unit);
 	printf(" p50_ms=%.3f p99_ms=%.3f max_ms=%.3f resp_bytes=%" PRIu64 " final_file_bytes=%zu",
-	       pct_ms(0.50), pct_ms(0.99), nlat ? (double)lat[nlat - 1] / 1e6 : 0.0,
-	       resp_bytes, ref_len);
+	       samples_ms(&lat, 0.50), samples_ms(&lat, 0.99), samples_ms(&lat, 1),
+	       resp_bytes, final_len);
 	if (o.server) {
-		long pss1 = tree_pss_kib(o.server);
-
 		printf(" server_cpu_s=%.2f server_cpu_us_per_req=%.1f server_procs=%d"
 		       " pss_base_kib=%ld pss_end_kib=%ld",
-		       cpu1 - cpu0, ok_count ? (cpu1 - cpu0) * 1e6 / (double)ok_count : 0.0,
-		       tree_count(o.server), pss0, pss1);
-		if (pss_idle >= 0)
-			printf(" pss_idle_kib=%ld pss_per_idle_kib=%.1f", pss_idle,
-			       accepted ? (double)(pss_idle - pss0) / accepted : 0.0);
+		       tm.cpu1 - tm.cpu0,
+		       ok_count ? (tm.cpu1 - tm.cpu0) * 1e6 / (double)ok_count : 0.0,
+		       tree_count(o.server), pss0, tree_pss_kib(o.server));
+		if (w->print_pss)
+			w->print_pss(pss0);
 	}
 	printf(" foreign_lines=%" PRIu64 " gen_cpu_s=%.2f errors=%" PRIu64,
 	       foreign_lines, cpu_self(), err_total());
 	for (int k = 0; k < ERR_COUNT; k++)
 		printf(" err_%s=%" PRIu64, err_name[k], err_get(k));
 	printf("\n");
+}
+
+int main(int argc, char **argv)
+{
+	const struct workload *w;
+	struct record rec;
+	long pss0 = -1;
+	size_t final_len;
+
+	parse(argc, argv);
+	if (!strcmp(o.workload, "wait"))
+		return wait_port();
+	w = find_workload(o.workload);
+	if (!w) {
+		usage(stderr);
+		return 2;
+	}
+	raise_nofile();
+	if (check_init((uint32_t)(w->ids() + 8)) < 0)
+		die("out of memory");
+	if (single('o', 64, &rec) == 0)
+		base_len = rec.len;
+	if (o.server)
+		pss0 = tree_pss_kib(o.server);
+	w->run();
+	final_len = verify_all();
+	report(w, final_len, pss0);
 	return err_total() ? 1 : 0;
 }

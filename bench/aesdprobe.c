@@ -32,11 +32,6 @@
 
 #include "util.h"
 
-static void die(const char *msg)
-{
-	fprintf(stderr, "aesdprobe: %s: %s\n", msg, strerror(errno));
-	exit(1);
-}
 
 /* Listening socket on 127.0.0.1:port (0: any free port). */
 static int lo_listen(uint16_t port, uint16_t *bound)

@@ -1,11 +1,14 @@
 /* check.c - packet ids, prefix hashing and the final verification pass. */
 #include "check.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "util.h"
 
 const char *const err_name[ERR_COUNT] = {
 	[ERR_CONNECT] = "connect",
@@ -147,6 +150,16 @@ int packet_make(struct packet *p, char tag, size_t len)
 	p->len = len;
 	id_len[id] = (uint32_t)len;
 	return 0;
+}
+
+void packet_new(struct packet *p, char tag, size_t len)
+{
+	if (len < packet_min_len())
+		len = packet_min_len();
+	if (packet_make(p, tag, len) < 0) {
+		errno = 0;
+		die("packet registry full");
+	}
 }
 
 void packet_free(struct packet *p)

@@ -71,6 +71,9 @@ size_t packet_min_len(void);
 /* Allocates an id and formats a packet of len bytes (at least
  * packet_min_len()); returns -1 when the registry is full. */
 int packet_make(struct packet *p, char tag, size_t len);
+/* As packet_make, but at least packet_min_len() bytes long; a full registry
+ * means the capacity given to check_init() was wrong: exits. */
+void packet_new(struct packet *p, char tag, size_t len);
 void packet_free(struct packet *p);
 /* Marks the packet as handed to the kernel in full. */
 void packet_sent(const struct packet *p);

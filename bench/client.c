@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -24,30 +25,57 @@ void reader_free(struct reader *rd)
 	rd->buf = NULL;
 }
 
-int lo_connect(uint16_t port, int timeout_ms)
+/* A TCP socket with lo_connect()'s options, connecting to 127.0.0.1:port;
+ * with SOCK_NONBLOCK in flags the connection may still be in progress. */
+static int lo_socket_connect(uint16_t port, int timeout_ms, int flags)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
 	struct timeval tv = { .tv_sec = timeout_ms / 1000,
 			      .tv_usec = (timeout_ms % 1000) * 1000 };
 	int one = 1;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
 
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd < 0) {
-		err_count(ERR_CONNECT);
+	if (fd < 0)
 		return -1;
-	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		/* interrupted, a connection goes on in the kernel */
+		if (flags && (errno == EINPROGRESS || errno == EINTR))
+			break;
 		if (errno == EINTR)
 			continue;
 		close(fd);
-		err_count(ERR_CONNECT);
 		return -1;
 	}
 	return fd;
+}
+
+int lo_connect(uint16_t port, int timeout_ms)
+{
+	int fd = lo_socket_connect(port, timeout_ms, 0);
+
+	if (fd < 0)
+		err_count(ERR_CONNECT);
+	return fd;
+}
+
+int lo_connect_start(uint16_t port, int timeout_ms)
+{
+	return lo_socket_connect(port, timeout_ms, SOCK_NONBLOCK);
+}
+
+int lo_connect_done(int fd)
+{
+	int e = 0;
+	socklen_t el = sizeof(e);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) < 0 || e ||
+	    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
+		return -1;
+	return 0;
 }
 
 static void count_errno(int e)

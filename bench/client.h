@@ -24,6 +24,12 @@ void reader_free(struct reader *rd);
 /* Connected TCP socket to 127.0.0.1:port with send/receive timeouts of
  * timeout_ms and TCP_NODELAY; -1 (and ERR_CONNECT counted) on failure. */
 int lo_connect(uint16_t port, int timeout_ms);
+/* The same without waiting: a non-blocking socket whose connection may be
+ * in progress (EINTR counts as in progress: it carries on in the kernel),
+ * or -1. Once it is writable, lo_connect_done() returns 0 if it connected,
+ * and makes it blocking like lo_connect()'s. Nothing is counted. */
+int lo_connect_start(uint16_t port, int timeout_ms);
+int lo_connect_done(int fd);
 
 /* Sends p on fd and reads its response with the given checks. On success
  * fills *rec and returns 0; otherwise counts the error and returns -1 (the

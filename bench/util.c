@@ -1,11 +1,22 @@
 /* util.c - small helpers shared by the load generator and the probe. */
+#define _GNU_SOURCE		/* program_invocation_short_name */
 #include "util.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+
+void die(const char *msg)
+{
+	int e = errno;
+
+	fprintf(stderr, "%s: %s%s%s\n", program_invocation_short_name, msg,
+		e ? ": " : "", e ? strerror(e) : "");
+	exit(1);
+}
 
 uint64_t now_ns(void)
 {

@@ -4,6 +4,9 @@
 
 #include <stdint.h>
 
+/* Prints "PROG: MSG" (with strerror(errno) when errno is set) and exits 1. */
+void die(const char *msg) __attribute__((noreturn));
+
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t now_ns(void);
 
