@@ -1,11 +1,15 @@
 """Fixtures: each test gets its own aesdsocket servers (server_harness.py),
-stopped cleanly at teardown."""
+stopped cleanly at teardown, and the fault-injection shim (faultshim.py)."""
+import os
+import re
 import signal
 import subprocess
 
 import pytest
 
-from server_harness import Server, pid_alive, scaled, wait_until
+import faultshim as shim
+from server_harness import (UNDER_VALGRIND, Server, pid_alive, scaled,
+                            valgrind_log_dir, wait_until)
 
 
 @pytest.fixture
@@ -41,3 +45,46 @@ def make_server(tmp_path):
 @pytest.fixture
 def server(make_server):
     return make_server()
+
+
+@pytest.fixture(scope="session")
+def faultshim_library(tmp_path_factory):
+    return shim.build(str(tmp_path_factory.mktemp("faultshim")))
+
+
+@pytest.fixture
+def faultshim(faultshim_library, tmp_path):
+    """A FaultShim with files of this test's own.  Request it after
+    make_server: its teardown clears the faults before the servers stop."""
+    (tmp_path / "shim").mkdir()
+    fs = shim.FaultShim(faultshim_library, str(tmp_path / "shim"))
+    fs.clear()
+    yield fs
+    fs.clear()
+
+
+SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                     "runtime error:", "ERROR: UndefinedBehaviorSanitizer")
+
+
+@pytest.fixture(autouse=True)
+def no_memory_errors(tmp_path):
+    """Fails the test if a server process (a worker, whose exit status
+    nobody checks, included) reported a sanitizer or valgrind error.
+    Autouse, so it checks after make_server has stopped every server."""
+    vg_dir = valgrind_log_dir() if UNDER_VALGRIND else None
+    before = set(os.listdir(vg_dir)) if vg_dir and os.path.isdir(vg_dir) else set()
+    yield
+    problems = []
+    for log in sorted(tmp_path.glob("server-*.log")):
+        text = log.read_text(errors="replace")
+        problems += [f"{log}: {r}" for r in SANITIZER_REPORTS if r in text]
+    if vg_dir and os.path.isdir(vg_dir):
+        for name in sorted(set(os.listdir(vg_dir)) - before):
+            path = os.path.join(vg_dir, name)
+            with open(path, errors="replace") as f:
+                text = f.read()
+            found = re.search(r"ERROR SUMMARY: (\d+) errors", text)
+            if found and int(found.group(1)) > 0:
+                problems.append(f"{path}: {found.group(0)}")
+    assert not problems, "memory errors reported:\n" + "\n".join(problems)

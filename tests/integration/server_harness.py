@@ -12,6 +12,7 @@ import re
 import shlex
 import signal
 import socket
+import struct
 import subprocess
 import time
 
@@ -75,6 +76,57 @@ def pid_alive(pid):
     return state != "Z"
 
 
+def live_children(pid):
+    """Children of pid that are running (zombies left out)."""
+    return [c for c in children_of(pid) if pid_alive(c)]
+
+
+def fd_targets(pid):
+    """{fd: what it points at} for a process; {} once it is gone."""
+    targets = {}
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return targets
+    for fd in fds:
+        try:
+            targets[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+    return targets
+
+
+def socket_inode(target):
+    """The inode of a "socket:[N]" fd target, else None."""
+    found = re.fullmatch(r"socket:\[(\d+)\]", target)
+    return int(found.group(1)) if found else None
+
+
+def unix_socket_types():
+    """{inode: type} of every AF_UNIX socket (1 stream, 2 dgram, 5 seqpacket)."""
+    types = {}
+    with open("/proc/net/unix") as f:
+        for line in f.read().splitlines()[1:]:
+            fields = line.split()
+            types[int(fields[6])] = int(fields[4], 16)
+    return types
+
+
+def tcp_socket_states():
+    """{inode: state} of every TCP socket (0x0A = listening)."""
+    states = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            states[int(fields[9])] = int(fields[3], 16)
+    return states
+
+
 def recv_exactly(sock, n, timeout=5.0):
     sock.settimeout(scaled(timeout))
     chunks, got = [], 0
@@ -113,23 +165,32 @@ def assert_closed_by_server(sock, timeout=5.0):
 class Server:
     """One aesdsocket process (and its workers) owned by a test."""
 
-    def __init__(self, tmp_path, args=(), port=None, data_file=None):
+    def __init__(self, tmp_path, args=(), port=None, data_file=None, env=None,
+                 prefix=(), preexec_fn=None, pass_fds=()):
+        """env: the server's whole environment (default: ours); prefix: a
+        command in front of it (e.g. setpriv ... --), before WRAPPER."""
         self.tmp_path = tmp_path
         self.port = port or free_port()
         self.data_file = str(data_file or tmp_path / "aesdsocketdata")
         self.stderr_path = tmp_path / f"server-{self.port}.log"
         self.args = list(args)
+        self.env = env
+        self.prefix = list(prefix)
+        self.preexec_fn = preexec_fn
+        self.pass_fds = tuple(pass_fds)
         self.proc = None
 
     def command(self, extra=()):
-        return WRAPPER + [BINARY, "-s", "-p", str(self.port), "-f",
-                          self.data_file] + self.args + list(extra)
+        return self.prefix + WRAPPER + [BINARY, "-s", "-p", str(self.port), "-f",
+                                        self.data_file] + self.args + list(extra)
 
     def start(self, extra=(), wait=True):
         self.stderr_file = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(self.command(extra), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL,
-                                     stderr=self.stderr_file)
+                                     stderr=self.stderr_file, env=self.env,
+                                     preexec_fn=self.preexec_fn,
+                                     pass_fds=self.pass_fds)
         if wait:
             self.wait_listening()
         return self
@@ -182,3 +243,135 @@ class Server:
 def exchange(sock, packet, expected_len):
     sock.sendall(packet)
     return recv_exactly(sock, expected_len)
+
+
+# ------------------------------------------- shared by the test modules
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def send_packet(server, packet, expected):
+    """One client, one packet; returns the response (the file so far)."""
+    with server.connect() as sock:
+        sock.sendall(packet)
+        return recv_exactly(sock, len(expected))
+
+
+def assert_served(server, before):
+    """A fresh client is served: its response is `before` plus its packet."""
+    packet = b"still serving %d\n" % time.monotonic_ns()
+    assert send_packet(server, packet, before + packet) == before + packet
+    return before + packet
+
+
+def proc_exists(pid):
+    """True while /proc/pid exists, zombie included (not yet reaped)."""
+    return os.path.exists(f"/proc/{pid}")
+
+
+def tcp_entries():
+    """(local_port, remote_port, state, rx_queue, inode) of every TCP socket."""
+    entries = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            rx_queue = int(fields[4].split(":")[1], 16)
+            entries.append((local_port, remote_port, int(fields[3], 16),
+                            rx_queue, int(fields[9])))
+    return entries
+
+
+def server_side(server, client):
+    """(rx_queue, inode) of the server's end of the client's connection."""
+    client_port = client.getsockname()[1]
+    for local, remote, _, rx_queue, inode in tcp_entries():
+        if local == server.port and remote == client_port and inode:
+            return rx_queue, inode
+    return None
+
+
+def wait_server_read_everything(server, client, timeout=5.0):
+    """Until the server has received every byte this client sent."""
+    def drained():
+        side = server_side(server, client)
+        return side is not None and side[0] == 0
+    wait_until(drained, scaled(timeout), what="server to read the bytes sent")
+
+
+def worker_serving(server, client, timeout=5.0):
+    """The pid of the worker process holding the client's connection."""
+    found = []
+
+    def lookup():
+        side = server_side(server, client)
+        if side is None:
+            return False
+        target = f"socket:[{side[1]}]"
+        for pid in server.workers():
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                        found.append(pid)
+                        return True
+                except OSError:
+                    continue
+        return False
+    wait_until(lookup, scaled(timeout), what="the worker of a connection")
+    return found[0]
+
+
+def status_field(pid, name):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(name + ":"):
+                return line.split()[1:]
+    raise AssertionError(f"no {name} in /proc/{pid}/status")
+
+
+def wrapper_log_dir_is_private():
+    """Under valgrind --log-file=DIR/%p.log, each worker forked after
+    --user drops root must create its own log in DIR."""
+    directory = valgrind_log_dir()
+    if directory is None:
+        return False
+    try:
+        return not os.stat(directory).st_mode & 0o002
+    except OSError:
+        return True
+
+
+def valgrind_log_dir():
+    for word in WRAPPER:
+        if word.startswith("--log-file="):
+            return os.path.dirname(word.split("=", 1)[1]) or "."
+    return None
+
+
+def expect_start_failure(server, extra=(), timeout=10.0):
+    """Starts the server expecting it to refuse: returns (status, log)."""
+    server.start(extra=extra, wait=False)
+    try:
+        status = server.proc.wait(timeout=scaled(timeout))
+    finally:
+        server.stderr_file.close()
+    return status, server.log()
+
+
+def rst_close(sock):
+    """Closes with a reset (SO_LINGER 0), as a crashed client does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                    struct.pack("ii", 1, 0))
+    sock.close()

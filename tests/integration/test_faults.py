@@ -5,17 +5,15 @@ server promises: nothing torn or half-stored in the data file, the client
 disconnected, a log line saying why, and every other client still served.
 Several tests need root (tmpfs and bind mounts, --user); they skip without
 it.  Every test also fails if any server process, workers included,
-reported a sanitizer or valgrind error (see no_memory_errors).
+reported a sanitizer or valgrind error (see no_memory_errors in conftest).
 """
 import errno
 import os
 import pwd
-import re
 import resource
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import tempfile
 import threading
@@ -23,182 +21,16 @@ import time
 
 import pytest
 
-from server_harness import (UNDER_VALGRIND, WRAPPER, assert_closed_by_server,
-                      pid_alive, recv_exactly, recv_until_suffix, scaled,
-                      wait_until)
+from server_harness import (UNDER_VALGRIND, assert_closed_by_server,
+                            assert_served, expect_start_failure, pid_alive,
+                            proc_exists, read_bytes, recv_exactly,
+                            recv_until_suffix, rst_close, scaled, send_packet,
+                            status_field, wait_server_read_everything,
+                            wait_until, worker_serving,
+                            wrapper_log_dir_is_private)
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
-
-
-# --------------------------------------------------------------- helpers
-
-def read_bytes(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def send_packet(server, packet, expected):
-    """One client, one packet; returns the response (the file so far)."""
-    with server.connect() as sock:
-        sock.sendall(packet)
-        return recv_exactly(sock, len(expected))
-
-
-def assert_served(server, before):
-    """A fresh client is served: its response is `before` plus its packet."""
-    packet = b"still serving %d\n" % time.monotonic_ns()
-    assert send_packet(server, packet, before + packet) == before + packet
-    return before + packet
-
-
-def proc_exists(pid):
-    """True while /proc/pid exists, zombie included (not yet reaped)."""
-    return os.path.exists(f"/proc/{pid}")
-
-
-def tcp_entries():
-    """(local_port, remote_port, state, rx_queue, inode) of every TCP socket."""
-    entries = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                lines = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-            rx_queue = int(fields[4].split(":")[1], 16)
-            entries.append((local_port, remote_port, int(fields[3], 16),
-                            rx_queue, int(fields[9])))
-    return entries
-
-
-def server_side(server, client):
-    """(rx_queue, inode) of the server's end of the client's connection."""
-    client_port = client.getsockname()[1]
-    for local, remote, _, rx_queue, inode in tcp_entries():
-        if local == server.port and remote == client_port and inode:
-            return rx_queue, inode
-    return None
-
-
-def wait_server_read_everything(server, client, timeout=5.0):
-    """Until the server has received every byte this client sent."""
-    def drained():
-        side = server_side(server, client)
-        return side is not None and side[0] == 0
-    wait_until(drained, scaled(timeout), what="server to read the bytes sent")
-
-
-def worker_serving(server, client, timeout=5.0):
-    """The pid of the worker process holding the client's connection."""
-    found = []
-
-    def lookup():
-        side = server_side(server, client)
-        if side is None:
-            return False
-        target = f"socket:[{side[1]}]"
-        for pid in server.workers():
-            try:
-                fds = os.listdir(f"/proc/{pid}/fd")
-            except OSError:
-                continue
-            for fd in fds:
-                try:
-                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                        found.append(pid)
-                        return True
-                except OSError:
-                    continue
-        return False
-    wait_until(lookup, scaled(timeout), what="the worker of a connection")
-    return found[0]
-
-
-def status_field(pid, name):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(name + ":"):
-                return line.split()[1:]
-    raise AssertionError(f"no {name} in /proc/{pid}/status")
-
-
-def wrapper_log_dir_is_private():
-    """Under valgrind --log-file=DIR/%p.log, each worker forked after
-    --user drops root must create its own log in DIR."""
-    directory = valgrind_log_dir()
-    if directory is None:
-        return False
-    try:
-        return not os.stat(directory).st_mode & 0o002
-    except OSError:
-        return True
-
-
-def start_with(server, preexec_fn):
-    """Server.start, with a preexec_fn run in the server process."""
-    server.stderr_file = open(server.stderr_path, "ab")
-    server.proc = subprocess.Popen(server.command(), stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL,
-                                   stderr=server.stderr_file,
-                                   preexec_fn=preexec_fn)
-    server.wait_listening()
-    return server
-
-
-def expect_start_failure(server, extra=(), timeout=10.0):
-    """Starts the server expecting it to refuse: returns (status, log)."""
-    server.start(extra=extra, wait=False)
-    try:
-        status = server.proc.wait(timeout=scaled(timeout))
-    finally:
-        server.stderr_file.close()
-    return status, server.log()
-
-
-def rst_close(sock):
-    """Closes with a reset (SO_LINGER 0), as a crashed client does."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                    struct.pack("ii", 1, 0))
-    sock.close()
-
-
-SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                     "runtime error:", "ERROR: UndefinedBehaviorSanitizer")
-
-
-def valgrind_log_dir():
-    for word in WRAPPER:
-        if word.startswith("--log-file="):
-            return os.path.dirname(word.split("=", 1)[1]) or "."
-    return None
-
-
-@pytest.fixture(autouse=True)
-def no_memory_errors(tmp_path):
-    """Fails the test if a server process (a worker, whose exit status
-    nobody checks, included) reported a sanitizer or valgrind error.
-    Autouse, so it checks after make_server has stopped every server."""
-    vg_dir = valgrind_log_dir() if UNDER_VALGRIND else None
-    before = set(os.listdir(vg_dir)) if vg_dir and os.path.isdir(vg_dir) else set()
-    yield
-    problems = []
-    for log in sorted(tmp_path.glob("server-*.log")):
-        text = log.read_text(errors="replace")
-        problems += [f"{log}: {r}" for r in SANITIZER_REPORTS if r in text]
-    if vg_dir and os.path.isdir(vg_dir):
-        for name in sorted(set(os.listdir(vg_dir)) - before):
-            path = os.path.join(vg_dir, name)
-            with open(path, errors="replace") as f:
-                text = f.read()
-            found = re.search(r"ERROR SUMMARY: (\d+) errors", text)
-            if found and int(found.group(1)) > 0:
-                problems.append(f"{path}: {found.group(0)}")
-    assert not problems, "memory errors reported:\n" + "\n".join(problems)
 
 
 @pytest.fixture
@@ -425,7 +257,7 @@ def file_size_limit(limit):
 
 def test_efbig_leaves_file_unchanged(make_server):
     limit = 64 * 1024
-    server = start_with(make_server(start=False), file_size_limit(limit))
+    server = make_server(preexec_fn=file_size_limit(limit))
     assert send_packet(server, b"first\n", b"first\n") == b"first\n"
 
     crossing = b"C" * limit + b"\n"
@@ -447,7 +279,7 @@ def test_append_torn_by_a_killed_worker_is_cut_back(make_server, tmp_path):
     """A worker dies between a short write and cutting it back: the next
     append, by any worker, removes the torn bytes first."""
     limit = 64 * 1024
-    server = start_with(make_server(start=False), file_size_limit(limit))
+    server = make_server(preexec_fn=file_size_limit(limit))
     assert send_packet(server, b"first\n", b"first\n") == b"first\n"
 
     doomed = server.connect()
