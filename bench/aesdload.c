@@ -26,13 +26,14 @@
 #include "check.h"
 #include "client.h"
 #include "many.h"
+#include "procfs.h"
 #include "proctree.h"
 #include "util.h"
 
 struct opts {
 	const char *workload;
 	uint16_t port;
-	unsigned clients, count, size, idle, requests;
+	unsigned clients, count, size, idle, requests, fresh, dwell_s;
 	uint64_t fill;
 	size_t grow;
 	int timeout_ms;
@@ -42,8 +43,8 @@ struct opts {
 };
 
 static struct opts o = {
-	.clients = 1, .count = 1000, .size = 64, .idle = 200, .requests = 20,
-	.fill = 16u << 20, .grow = 1000000, .timeout_ms = 10000,
+	.clients = 1, .count = 1000, .size = 64, .idle = 0, .requests = 20,
+	.fill = 16u << 20, .grow = 1000000, .timeout_ms = 10000, .fresh = 500,
 };
 
 /* Latencies in ns. */
@@ -347,16 +348,18 @@ static double cpu_self(void)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: aesdload churn|stream|bigread|idle|wait -p PORT [options]\n"
-		"  -c N   concurrent clients (churn, stream, idle)   [1]\n"
+		"usage: aesdload churn|stream|bigread|idle|held|wait -p PORT [options]\n"
+		"  -c N   concurrent clients (churn, stream, idle, held) [1]\n"
 		"  -n N   churn: connections in all; stream: packets per connection [1000]\n"
 		"  -s N   packet size in bytes, newline included     [64]\n"
 		"  -F N   bigread: grow the file to N bytes (K/M suffix) [16M]\n"
 		"  -g N   bigread: size of the packets that grow the file [1000000]\n"
 		"  -r N   bigread: timed requests                    [20]\n"
-		"  -k N   idle: connections held                     [200]\n"
-		"  -b     idle: baseline - send the same pings over one connection and\n"
-		"         hold none, then churn (same file size as the real run)\n"
+		"  -k N   idle, held: connections held               [200, 10000]\n"
+		"  -b     idle, held: baseline - send the same pings over one connection\n"
+		"         and hold none, then the rest (same file size as the real run)\n"
+		"  -L N   held: new clients timed one after another  [500]\n"
+		"  -W S   held: seconds to keep holding after churn  [0]\n"
 		"  -t MS  timeout for connect/send/receive           [10000]\n"
 		"  -P PID server pid, for its CPU and memory (whole process tree)\n"
 		"  -v     print the timed phase's start and end (CLOCK_MONOTONIC) on stderr\n");
@@ -364,7 +367,7 @@ static void usage(FILE *f)
 
 static void parse(int argc, char **argv)
 {
-	int c;
+	int c, k_set = 0;
 
 	if (argc < 2 || argv[1][0] == '-') {
 		usage(stderr);
@@ -372,7 +375,7 @@ static void parse(int argc, char **argv)
 	}
 	o.workload = argv[1];
 	optind = 2;
-	while ((c = getopt(argc, argv, "p:c:n:s:F:g:r:k:t:P:bvh")) != -1) {
+	while ((c = getopt(argc, argv, "p:c:n:s:F:g:r:k:L:W:t:P:bvh")) != -1) {
 		switch (c) {
 		case 'p': o.port = (uint16_t)parse_num("aesdload", "port", optarg, 1, 65535); break;
 		case 'c': o.clients = (unsigned)parse_num("aesdload", "clients", optarg, 1, 1024); break;
@@ -381,7 +384,9 @@ static void parse(int argc, char **argv)
 		case 'F': o.fill = parse_num("aesdload", "file size", optarg, 1, 1ULL << 32); break;
 		case 'g': o.grow = parse_num("aesdload", "growth size", optarg, packet_min_len(), 1 << 26); break;
 		case 'r': o.requests = (unsigned)parse_num("aesdload", "requests", optarg, 1, 1000000); break;
-		case 'k': o.idle = (unsigned)parse_num("aesdload", "idle count", optarg, 0, 100000); break;
+		case 'k': o.idle = (unsigned)parse_num("aesdload", "idle count", optarg, 0, 100000); k_set = 1; break;
+		case 'L': o.fresh = (unsigned)parse_num("aesdload", "new clients", optarg, 0, 1000000); break;
+		case 'W': o.dwell_s = (unsigned)parse_num("aesdload", "seconds", optarg, 0, 3600); break;
 		case 't': o.timeout_ms = (int)parse_num("aesdload", "timeout", optarg, 1, 3600000); break;
 		case 'P': o.server = (pid_t)parse_num("aesdload", "pid", optarg, 1, 1 << 22); break;
 		case 'v': o.verbose = 1; break;
@@ -394,6 +399,8 @@ static void parse(int argc, char **argv)
 		usage(stderr);
 		exit(2);
 	}
+	if (!k_set)
+		o.idle = strcmp(o.workload, "held") ? 200 : 10000;
 }
 
 static int wait_port(void)
@@ -627,9 +634,217 @@ static void print_idle_pss(long pss0)
 		       idle.accepted ? (double)(idle.pss - pss0) / idle.accepted : 0.0);
 }
 
+/* Listen-queue trouble while connections are opened (machine-wide TcpExt
+ * counters: only our server's port is busy on loopback here). */
+struct listenq {
+	long long overflows, drops, cookies;
+};
+
+static void listenq_read(struct listenq *q)
+{
+	q->overflows = tcpext_counter("ListenOverflows");
+	q->drops = tcpext_counter("ListenDrops");
+	q->cookies = tcpext_counter("SyncookiesSent");
+}
+
+/* What the held workload measured. */
+static struct {
+	unsigned connected, exchanged, closed_early, served, ended;
+	long accepted;			/* by the server, -1: unknown */
+	uint64_t exchange_ns, accept_ns, held_ns;
+	long pss, slab0, slab1;		/* KiB */
+	struct listenq q0, q1;
+	struct samples first;		/* held connections' one exchange */
+	struct samples fresh;		/* new clients' first responses */
+	unsigned fresh_failed;
+} held = { .accepted = -1, .pss = -1, .slab0 = -1, .slab1 = -1 };
+
+/* One exchange on every odd connection, one after another: these then
+ * sit idle at a packet boundary, the others never send a byte. Stops at
+ * the first failure (a server that cannot serve them all would make every
+ * further one wait for the timeout). */
+static unsigned exchange_half(int *fds, unsigned k)
+{
+	struct reader rd;
+	struct record rec;
+	unsigned good = 0;
+
+	if (reader_init(&rd, 256 << 10) < 0)
+		die("out of memory");
+	for (unsigned i = 1; i < k; i += 2) {
+		struct packet p;
+		uint64_t t0, ns;
+		int rc;
+
+		packet_new(&p, 'h', packet_min_len());
+		t0 = now_ns();
+		rc = exchange(fds[i], &p, CHECK_HASH, &rd, &rec);
+		ns = now_ns() - t0;
+		packet_free(&p);
+		if (rc < 0)
+			break;
+		samples_add(&held.first, &ns, 1);
+		if (recvec_push(&all_recs, &rec) < 0)
+			die("out of memory");
+		good++;
+	}
+	reader_free(&rd);
+	return good;
+}
+
+/* Until the server has accepted all k (with TCP_DEFER_ACCEPT a connection
+ * that sends nothing is accepted only about a second after it connected):
+ * the memory figures mean "k held" only then. since_ns: the last connect. */
+static void wait_accepted(unsigned k, uint64_t since_ns)
+{
+	uint64_t deadline = ms_from_now(o.timeout_ms);
+
+	for (;;) {
+		long n = server_conns(o.port);
+
+		if (n > held.accepted)
+			held.accepted = n;
+		if (n < 0 || n >= k || now_ns() >= deadline)
+			break;
+		usleep(20000);
+	}
+	held.accept_ns = now_ns() - since_ns;
+}
+
+/* A new client's first response, n times, one client after another:
+ * connect, send, last byte of the response. Stops at the first failure. */
+static void sample_fresh(unsigned n)
+{
+	struct reader rd;
+
+	if (reader_init(&rd, 256 << 10) < 0)
+		die("out of memory");
+	for (unsigned i = 0; i < n; i++) {
+		struct packet p;
+		struct record rec;
+		uint64_t t0 = now_ns(), ns;
+		int fd = lo_connect(o.port, o.timeout_ms), rc = -1;
+
+		packet_new(&p, 'n', o.size);
+		if (fd >= 0)
+			rc = exchange(fd, &p, CHECK_HASH, &rd, &rec);
+		ns = now_ns() - t0;
+		if (rc == 0) {
+			samples_add(&held.fresh, &ns, 1);
+			if (recvec_push(&all_recs, &rec) < 0)
+				die("out of memory");
+			finish(fd, &rd);
+		}
+		if (fd >= 0)
+			close(fd);
+		packet_free(&p);
+		if (rc < 0) {
+			held.fresh_failed = n - i;
+			break;
+		}
+	}
+	reader_free(&rd);
+}
+
+/* Opens the K connections and brings them to the held state; the figures
+ * "with K held" are taken here. Returns 0, or -1 when not all K could be
+ * held (said on stderr). */
+static int held_open(int *fds, unsigned k)
+{
+	uint64_t connected_at;
+
+	held.slab0 = meminfo_kib("Slab");
+	listenq_read(&held.q0);
+	held.connected = connect_many(o.port, o.timeout_ms, fds, k, ms_from_now(o.timeout_ms));
+	connected_at = now_ns();
+	if (held.connected < k) {
+		fprintf(stderr, "aesdload: held: only %u of %u connections opened\n",
+			held.connected, k);
+		return -1;
+	}
+	held.exchange_ns = now_ns();
+	held.exchanged = exchange_half(fds, k);
+	held.exchange_ns = now_ns() - held.exchange_ns;
+	if (held.exchanged < k / 2) {
+		fprintf(stderr, "aesdload: held: only %u of %u held connections answered\n",
+			held.exchanged, k / 2);
+		return -1;
+	}
+	wait_accepted(k, connected_at);
+	listenq_read(&held.q1);
+	held.slab1 = meminfo_kib("Slab");
+	if (o.server)
+		held.pss = tree_pss_kib(o.server);
+	return 0;
+}
+
+static void run_held(void)
+{
+	uint64_t since;
+	int *fds;
+
+	if (o.baseline) {
+		/* the same file growth, nothing held */
+		held.exchanged = pings_in_line(o.idle / 2);
+		sample_fresh(o.fresh);
+		run_churn();
+		return;
+	}
+	fds = calloc(o.idle ? o.idle : 1, sizeof(*fds));
+	if (!fds)
+		die("out of memory");
+	since = now_ns();
+	if (held_open(fds, o.idle) == 0) {
+		sample_fresh(o.fresh);
+		run_churn();
+		sleep(o.dwell_s);
+		held.held_ns = now_ns() - since;
+		held.closed_early = closed_many(fds, o.idle);
+		held.served = ping_many(fds, o.idle, ms_from_now(3 * o.timeout_ms), &all_recs);
+		held.ended = finish_many(fds, o.idle, ms_from_now(o.timeout_ms));
+	}
+	close_all(fds, o.idle);
+	free(fds);
+}
+
+static void print_held(void)
+{
+	struct samples *f = &held.fresh, *x = &held.first;
+
+	samples_sort(f);
+	samples_sort(x);
+	printf(" baseline=%d hold=%u hold_connected=%u hold_exchanged=%u hold_exchange_s=%.3f"
+	       " hold_accepted=%ld hold_accept_s=%.3f hold_s=%.1f hold_closed_early=%u"
+	       " hold_served_after=%u hold_ended=%u",
+	       o.baseline, o.idle, held.connected, held.exchanged,
+	       (double)held.exchange_ns / 1e9, held.accepted, (double)held.accept_ns / 1e9,
+	       (double)held.held_ns / 1e9, held.closed_early, held.served, held.ended);
+	printf(" hold_xchg_p50_ms=%.3f hold_xchg_p99_ms=%.3f hold_xchg_max_ms=%.3f",
+	       samples_ms(x, 0.50), samples_ms(x, 0.99), samples_ms(x, 1));
+	printf(" new_count=%u new_ok=%zu new_failed=%u new_p50_ms=%.3f new_p99_ms=%.3f"
+	       " new_max_ms=%.3f",
+	       o.fresh, f->n, held.fresh_failed, samples_ms(f, 0.50), samples_ms(f, 0.99),
+	       samples_ms(f, 1));
+	if (held.slab0 >= 0 && held.slab1 >= 0 && held.connected)
+		printf(" kern_slab_per_held_kib=%.2f",
+		       (double)(held.slab1 - held.slab0) / held.connected);
+	if (held.q0.overflows >= 0 && held.q1.overflows >= 0)
+		printf(" listen_overflows=%lld listen_drops=%lld syncookies_sent=%lld",
+		       held.q1.overflows - held.q0.overflows, held.q1.drops - held.q0.drops,
+		       held.q1.cookies - held.q0.cookies);
+}
+
+static void print_held_pss(long pss0)
+{
+	if (held.pss >= 0)
+		printf(" pss_held_kib=%ld pss_per_held_kib=%.2f", held.pss,
+		       held.connected ? (double)(held.pss - pss0) / held.connected : 0.0);
+}
+
 struct workload {
 	const char *name;
 	const char *unit;	/* of the rate: per second of the timed part */
+	int holds;		/* holds -k connections at once (unless -b) */
 	void (*run)(void);
 	uint64_t (*ids)(void);	/* packets it sends, at most */
 	void (*print)(void);	/* its own key=value pairs */
@@ -656,11 +871,17 @@ static uint64_t ids_idle(void)
 	return 2ULL * o.idle + o.count;
 }
 
+static uint64_t ids_held(void)
+{
+	return o.idle / 2 + (uint64_t)o.fresh + o.count + o.idle;
+}
+
 static const struct workload workloads[] = {
-	{ "churn", "conn/s", run_churn, ids_churn, NULL, NULL },
-	{ "stream", "packets/s", run_stream, ids_stream, NULL, NULL },
-	{ "bigread", "MiB/s", run_bigread, ids_bigread, print_bigread, NULL },
-	{ "idle", "conn/s", run_idle, ids_idle, print_idle, print_idle_pss },
+	{ "churn", "conn/s", 0, run_churn, ids_churn, NULL, NULL },
+	{ "stream", "packets/s", 0, run_stream, ids_stream, NULL, NULL },
+	{ "bigread", "MiB/s", 0, run_bigread, ids_bigread, print_bigread, NULL },
+	{ "idle", "conn/s", 1, run_idle, ids_idle, print_idle, print_idle_pss },
+	{ "held", "conn/s", 1, run_held, ids_held, print_held, print_held_pss },
 };
 
 static const struct workload *find_workload(const char *name)
@@ -671,15 +892,61 @@ static const struct workload *find_workload(const char *name)
 	return NULL;
 }
 
-/* Soft RLIMIT_NOFILE up to the hard limit, so that many connections fit. */
-static void raise_nofile(void)
+/* Soft RLIMIT_NOFILE up to the hard limit, and the hard one up to need
+ * when we may (root); exits with a clear message when need does not fit. */
+static void raise_nofile(rlim_t need)
 {
 	struct rlimit rl;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		die("getrlimit");
+	if (rl.rlim_max < need) {
+		struct rlimit up = { need, need };
+
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+			rl = up;
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
+	if (rl.rlim_cur < need) {
+		fprintf(stderr, "aesdload: %u connections need %llu descriptors, but"
+			" RLIMIT_NOFILE is %llu (hard limit): raise it (ulimit -Hn, as root)"
+			" or lower -k\n", o.idle, (unsigned long long)need,
+			(unsigned long long)rl.rlim_max);
+		exit(1);
+	}
+}
+
+/* Every connection to the one server port needs its own ephemeral port. */
+static void check_ports(rlim_t need)
+{
+	long ports = ephemeral_ports();
+
+	if (ports >= 0 && (rlim_t)ports < need) {
+		fprintf(stderr, "aesdload: net.ipv4.ip_local_port_range has %ld ports, %u"
+			" connections to one port need %llu: widen it (sysctl -w"
+			" net.ipv4.ip_local_port_range=\"1024 65535\") or lower -k\n",
+			ports, o.idle, (unsigned long long)need);
+		exit(1);
+	}
+	if (ports >= 0 && proc_number("/proc/sys/net/ipv4/tcp_tw_reuse") == 0 &&
+	    (rlim_t)ports < need + o.count + o.fresh)
+		fprintf(stderr, "aesdload: warning: net.ipv4.tcp_tw_reuse is 0 and closed"
+			" connections keep their port for 60 s: %ld ports may run out\n",
+			ports);
+}
+
+/* Descriptors and ports for the connections a workload holds at once. */
+static void check_limits(const struct workload *w)
+{
+	rlim_t need = (rlim_t)o.clients + 64;
+
+	if (w->holds && !o.baseline)
+		need += o.idle;
+	raise_nofile(need);
+	check_ports(need);
 }
 
 /* The closing request, and every response checked against its answer. */
@@ -740,7 +1007,7 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	raise_nofile();
+	check_limits(w);
 	if (check_init((uint32_t)(w->ids() + 8)) < 0)
 		die("out of memory");
 	if (single('o', 64, &rec) == 0)

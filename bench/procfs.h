@@ -1,0 +1,27 @@
+/* procfs.h - machine-wide figures from /proc for the held workload: the
+ * server's open connections, kernel memory, TCP listen-queue counters,
+ * ephemeral ports. Each returns -1 where /proc does not tell. */
+#ifndef PROCFS_H
+#define PROCFS_H
+
+#include <stdint.h>
+
+/* Connections the server has accepted and not yet closed: sockets on its
+ * local port, other than the listener, that belong to a file. A socket
+ * still in the handshake or in the accept queue has no inode yet. */
+long server_conns(uint16_t port);
+
+/* A line of /proc/meminfo, e.g. "Slab", in KiB. */
+long meminfo_kib(const char *key);
+
+/* A TcpExt counter of /proc/net/netstat, e.g. "ListenOverflows". */
+long long tcpext_counter(const char *key);
+
+/* One number from a file, e.g. /proc/sys/net/ipv4/tcp_tw_reuse. */
+long long proc_number(const char *path);
+
+/* net.ipv4.ip_local_port_range: how many ephemeral ports connect() picks
+ * from. */
+long ephemeral_ports(void);
+
+#endif
