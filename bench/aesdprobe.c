@@ -7,7 +7,8 @@
  *                            (accept, read one packet, append, answer, close)
  *                            on N threads [nproc]; run the churn client on it.
  *                            -k: keep connections (thread each) for every
- *                            workload; -B short|flip|dup|extra: inject a bug
+ *                            workload; -B short|flip|dup|extra|close:
+ *                            inject a bug
  *   fork -n N                fork()+_exit()+waitpid() cost in microseconds
  *   thread -n N              pthread_create()+join cost in microseconds
  *   freeport                 print a TCP port that is free on 127.0.0.1
@@ -158,8 +159,10 @@ static int probe_sendfile(uint64_t size, unsigned reps, const char *dir)
 /* The trivial server: the whole "file" lives in one mapping that never
  * moves, so answers are sent without holding the lock. With -k it keeps
  * connections open (a thread each) so every workload can run against it;
- * with -B it injects one kind of bug, to show that the generator sees it. */
-enum bug { BUG_NONE, BUG_SHORT, BUG_FLIP, BUG_DUP, BUG_EXTRA };
+ * with -B it injects one kind of bug, to show that the generator sees it.
+ * BUG_CLOSE forgets -k after the first answer: a connection held idle
+ * after one exchange is closed, which only the held workload notices. */
+enum bug { BUG_NONE, BUG_SHORT, BUG_FLIP, BUG_DUP, BUG_EXTRA, BUG_CLOSE };
 
 static struct {
 	int lfd;
@@ -241,7 +244,7 @@ static void serve_conn(int fd, char *buf)
 		while ((nl = memchr(buf, '\n', have))) {
 			size_t plen = (size_t)(nl - buf) + 1;
 
-			if (answer(fd, buf, plen) < 0 || !tv.keep)
+			if (answer(fd, buf, plen) < 0 || !tv.keep || tv.bug == BUG_CLOSE)
 				return;
 			memmove(buf, buf + plen, have - plen);
 			have -= plen;
@@ -393,6 +396,8 @@ int main(int argc, char **argv)
 				tv.bug = BUG_DUP;
 			else if (!strcmp(optarg, "extra"))
 				tv.bug = BUG_EXTRA;
+			else if (!strcmp(optarg, "close"))
+				tv.bug = BUG_CLOSE;
 			else
 				return 2;
 			break;

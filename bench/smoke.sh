@@ -1,8 +1,10 @@
 #!/bin/bash
 # smoke.sh - correctness-only run of the load generator, for CI: every
 # workload once with tiny counts against a fresh aesdsocket, expecting zero
-# verification errors; then the generator against the probe's trivial
-# server, clean and with each injected bug, to show the checks can fail.
+# verification errors (and, for held, 300 connections held with the default
+# options and every one served afterwards); then the generator against the
+# probe's trivial server, clean and with each injected bug, to show the
+# checks can fail.
 # No timing is asserted. Last line: "bench-smoke: N passed, M failed".
 set -euo pipefail
 
@@ -81,10 +83,32 @@ expect_clean "idle baseline: 20 pings on one connection, then churn 30" \
 	ok=30 idle_held=0 idle_accepted=20
 stop_server || not_ok "server exits 0 after idle baseline" "status $?"
 
+# Issue 9's availability target, in small: with the default options, 300
+# connections held (half silent, half idle after one exchange) while new
+# clients and churn are served; afterwards every one is open and answers.
+start_server "$WORK"
+expect_clean "held: 300 held with default options, new clients and churn meanwhile" \
+	"$(run_load held -p "$SERVER_PORT" -k 300 -L 20 -c 2 -n 30 -P "$SERVER_PID")" \
+	ok=30 hold_connected=300 hold_exchanged=150 hold_accepted=300 \
+	hold_closed_early=0 hold_served_after=300 hold_ended=300 new_ok=20
+stop_server || not_ok "server exits 0 after held" "status $?"
+
+start_server "$WORK"
+expect_clean "held baseline: the same growth over one connection, then churn" \
+	"$(run_load held -b -p "$SERVER_PORT" -k 300 -L 20 -c 2 -n 30)" \
+	ok=30 hold_connected=0 hold_exchanged=150 new_ok=20
+stop_server || not_ok "server exits 0 after held baseline" "status $?"
+
 # The generator itself: clean against the trivial server ...
 start_trivial -k
 expect_clean "generator: trivial server, stream" \
 	"$(run_load stream -p "$SERVER_PORT" -n 50)" ok=50
+stop_server || true
+
+start_trivial -k
+expect_clean "generator: trivial server, held" \
+	"$(run_load held -p "$SERVER_PORT" -k 100 -L 5 -n 10)" \
+	hold_closed_early=0 hold_served_after=100 hold_ended=100
 stop_server || true
 
 # ... and it must see each kind of broken server.
@@ -99,6 +123,19 @@ for bug in short flip dup extra; do
 	fi
 	stop_server || true
 done
+
+# A server that closes a connection idle after one exchange: no wrong
+# byte, so no error, but the held connections are not all served after.
+start_trivial -k -B close
+line=$(run_load held -p "$SERVER_PORT" -k 100 -L 5 -n 10 -t 2000)
+closed=$(field "$line" hold_closed_early) || closed=""
+served=$(field "$line" hold_served_after) || served=""
+if [ "${closed:-0}" -gt 0 ] && [ "${served:-100}" -lt 100 ]; then
+	ok "generator detects a server that closes idle connections ($closed closed, $served served after)"
+else
+	not_ok "generator detects a server that closes idle connections" "$line"
+fi
+stop_server || true
 
 echo "bench-smoke: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
