@@ -692,9 +692,10 @@ static unsigned exchange_half(int *fds, unsigned k)
 	return good;
 }
 
-/* Until the server has accepted all k (with TCP_DEFER_ACCEPT a connection
- * that sends nothing is accepted only about a second after it connected):
- * the memory figures mean "k held" only then. since_ns: the last connect. */
+/* Until the server has accepted all k, or the timeout: with
+ * TCP_DEFER_ACCEPT a silent connection is accepted only about a second
+ * after it connected, and before all are in, "K held" is not yet true.
+ * since_ns: the last connect. */
 static void wait_accepted(unsigned k, uint64_t since_ns)
 {
 	uint64_t deadline = ms_from_now(o.timeout_ms);
@@ -751,17 +752,17 @@ static void sample_fresh(unsigned n)
  * held (said on stderr). */
 static int held_open(int *fds, unsigned k)
 {
-	uint64_t connected_at;
-
 	held.slab0 = meminfo_kib("Slab");
 	listenq_read(&held.q0);
 	held.connected = connect_many(o.port, o.timeout_ms, fds, k, ms_from_now(o.timeout_ms));
-	connected_at = now_ns();
 	if (held.connected < k) {
 		fprintf(stderr, "aesdload: held: only %u of %u connections opened\n",
 			held.connected, k);
 		return -1;
 	}
+	/* all silent so far: each is accepted and held before the odd ones
+	 * send, so that their exchange is a held connection's */
+	wait_accepted(k, now_ns());
 	held.exchange_ns = now_ns();
 	held.exchanged = exchange_half(fds, k);
 	held.exchange_ns = now_ns() - held.exchange_ns;
@@ -770,7 +771,6 @@ static int held_open(int *fds, unsigned k)
 			held.exchanged, k / 2);
 		return -1;
 	}
-	wait_accepted(k, connected_at);
 	listenq_read(&held.q1);
 	held.slab1 = meminfo_kib("Slab");
 	if (o.server)
@@ -796,7 +796,10 @@ static void run_held(void)
 	since = now_ns();
 	if (held_open(fds, o.idle) == 0) {
 		sample_fresh(o.fresh);
-		run_churn();
+		/* a server that no longer answers new clients would make churn
+		 * wait out the timeout on every connection */
+		if (!held.fresh_failed)
+			run_churn();
 		sleep(o.dwell_s);
 		held.held_ns = now_ns() - since;
 		held.closed_early = closed_many(fds, o.idle);
