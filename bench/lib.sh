@@ -7,13 +7,14 @@ REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
 LOAD="$BENCH_DIR/build/aesdload"
 PROBE="$BENCH_DIR/build/aesdprobe"
 SERVER="${AESDSOCKET:-$REPO_DIR/server/aesdsocket}"
+SERVER_B="${AESDSOCKET_B:-}"	# run.sh's A/B mode: the server to compare with
 STARTED_PIDS=()
 SERVER_PID=
 SERVER_PORT=
 
 # build_all WORKDIR: build the generator, and the server if it is missing;
-# then run a copy of the server, so a rebuild during the run cannot pull
-# the binary away.
+# then run a copy of the server (and of SERVER_B), so a rebuild during the
+# run cannot pull the binary away.
 build_all() {
 	make -s -C "$BENCH_DIR" >&2
 	if [ ! -x "$SERVER" ]; then
@@ -21,6 +22,10 @@ build_all() {
 	fi
 	cp "$SERVER" "$1/aesdsocket"
 	SERVER="$1/aesdsocket"
+	if [ -n "$SERVER_B" ]; then
+		cp "$SERVER_B" "$1/aesdsocket-b"
+		SERVER_B="$1/aesdsocket-b"
+	fi
 }
 
 # start_server WORKDIR [aesdsocket options...]: fresh data file, free port.
