@@ -1,11 +1,14 @@
 /*
- * connection: serves one client from accept to close.  Owns the protocol:
- * receive bytes, cut them into packets (framing), append each packet to
- * the data file (store), then send the file from offset 0 through the end
- * of that packet with sendfile(), without holding the lock.  Owns the
- * per-connection bounds too: packet length, the idle deadline (a packet
- * must complete within it, so trickling bytes does not keep a connection
- * alive) and the send timeout (a client that stops reading).
+ * connection: one turn of a client's connection in a worker, from the
+ * moment the parent hands it over until it is idle again at a packet
+ * boundary (handed back) or finished (closed).  Owns the protocol: receive
+ * bytes, cut them into packets (framing), append each packet to the data
+ * file (store), then send the file from offset 0 through the end of that
+ * packet with sendfile(), without holding the lock.  Owns the per-packet
+ * bounds too: packet length, the packet deadline (a packet must complete
+ * within the idle timeout, so trickling bytes does not keep a worker) and
+ * the response's pace (after the send timeout it must average at least
+ * 64 KiB/s, so a client that reads a byte now and then cannot keep one).
  */
 #ifndef AESD_CONNECTION_H
 #define AESD_CONNECTION_H
@@ -13,30 +16,24 @@
 #include "framing.h"
 #include "store.h"
 
-#include <sys/socket.h>
-
 struct connection_limits {
 	size_t max_packet;
 	unsigned idle_timeout_s;	/* 0: never */
 	unsigned send_timeout_s;	/* 0: never */
 };
 
-/* Called at most once per connection, when the client has kept the
- * connection open without sending for after_ms: lets the caller treat it
- * as a long-lived connection from then on. */
-struct connection_lingering {
-	unsigned after_ms;
-	void (*notify)(void *ctx);
-	void *ctx;
+enum turn_end {
+	TURN_IDLE,	/* at a packet boundary, responses sent: hand it back */
+	TURN_CLOSE,	/* done: the client left, a bound was hit, or a stop */
 };
 
-/* Serves the connected, non-blocking socket fd until the client leaves, a
- * bound is hit, an error occurs or a stop is requested; closes fd.  The
- * framer is reset on return, so a worker reuses it for its next client.
- * lingering may be NULL. */
-void connection_serve(int fd, const struct sockaddr_storage *peer,
-		      struct store *store, struct framer *framer,
-		      const struct connection_limits *limits,
-		      const struct connection_lingering *lingering);
+/* Serves the connected, non-blocking socket fd for one turn and closes
+ * this process's copy of it.  The first packet is due by deadline_ms
+ * (mstime; 0: none).  On TURN_CLOSE the connection has been shut down, so
+ * the client sees the end at once.  The framer is reset on return. */
+enum turn_end connection_serve_turn(int fd, const char *peer,
+				    long long deadline_ms, struct store *store,
+				    struct framer *framer,
+				    const struct connection_limits *limits);
 
 #endif

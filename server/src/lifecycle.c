@@ -3,20 +3,54 @@
 
 #include "log.h"
 
+#include "mstime.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <poll.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t child_exited;
 static sigset_t wait_mask;
+
+/* Signals that stop the server cleanly.  SIGHUP too, in the foreground: a
+ * closed terminal ends the session; lifecycle_daemonize() ignores it. */
+static const int stop_signals[] = {
+	SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGXCPU,
+#ifdef SIGPWR
+	SIGPWR,
+#endif
+};
+
+/* Signals whose default would end the process but that mean nothing to
+ * this server; real-time signals too. */
+static const int ignored_signals[] = {
+	SIGPIPE, SIGXFSZ, SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO,
+#ifdef SIGSTKFLT
+	SIGSTKFLT,
+#endif
+};
+
+/* Sent with kill() they are a request to stop; raised by a real fault they
+ * must still crash (and reach a sanitizer's handler, if any). */
+static const int fault_signals[] = {
+	SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS, SIGABRT,
+};
+static struct sigaction fault_default[sizeof(fault_signals) /
+				      sizeof(fault_signals[0])];
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 static void on_stop_signal(int signo)
 {
@@ -24,11 +58,27 @@ static void on_stop_signal(int signo)
 	stop_requested = 1;
 }
 
-/* Does nothing but exist: a caught SIGCHLD ends the parent's ppoll(), which
- * then reaps. */
+/* Only has to exist: a caught SIGCHLD ends the parent's wait, which then
+ * reaps. */
 static void on_child_exit(int signo)
 {
 	(void)signo;
+	child_exited = 1;
+}
+
+static void on_fault_signal(int signo, siginfo_t *info, void *context)
+{
+	size_t i;
+
+	(void)context;
+	if (info->si_code <= 0) {	/* sent by a process, not a fault */
+		raise(SIGTERM);		/* blocked: taken at the next wait */
+		return;
+	}
+	for (i = 0; i < COUNT(fault_signals); i++)
+		if (fault_signals[i] == signo)
+			sigaction(signo, &fault_default[i], NULL);
+	/* returning re-runs the faulting instruction under that action */
 }
 
 static int set_handler(int signo, void (*handler)(int))
@@ -41,24 +91,54 @@ static int set_handler(int signo, void (*handler)(int))
 	return sigaction(signo, &sa, NULL);
 }
 
+static int set_fault_handlers(void)
+{
+	struct sigaction sa;
+	size_t i;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_fault_signal;
+	sa.sa_flags = SA_SIGINFO | SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	for (i = 0; i < COUNT(fault_signals); i++)
+		if (sigaction(fault_signals[i], &sa, &fault_default[i]) != 0)
+			return -1;
+	return 0;
+}
+
+static int ignore_signals(void)
+{
+	size_t i;
+	int signo;
+
+	for (i = 0; i < COUNT(ignored_signals); i++)
+		if (set_handler(ignored_signals[i], SIG_IGN) != 0)
+			return -1;
+	for (signo = SIGRTMIN; signo <= SIGRTMAX; signo++)
+		if (set_handler(signo, SIG_IGN) != 0)
+			return -1;
+	return 0;
+}
+
 int lifecycle_setup_signals(void)
 {
 	sigset_t blocked;
+	size_t i;
 
 	sigemptyset(&blocked);
-	sigaddset(&blocked, SIGINT);
-	sigaddset(&blocked, SIGTERM);
+	for (i = 0; i < COUNT(stop_signals); i++)
+		sigaddset(&blocked, stop_signals[i]);
 	sigaddset(&blocked, SIGCHLD);
 	if (sigprocmask(SIG_BLOCK, &blocked, &wait_mask) != 0)
 		goto fail;
-	sigdelset(&wait_mask, SIGINT);
-	sigdelset(&wait_mask, SIGTERM);
+	for (i = 0; i < COUNT(stop_signals); i++) {
+		sigdelset(&wait_mask, stop_signals[i]);
+		if (set_handler(stop_signals[i], on_stop_signal) != 0)
+			goto fail;
+	}
 	sigdelset(&wait_mask, SIGCHLD);
-	if (set_handler(SIGINT, on_stop_signal) != 0 ||
-	    set_handler(SIGTERM, on_stop_signal) != 0 ||
-	    set_handler(SIGCHLD, on_child_exit) != 0 ||
-	    set_handler(SIGPIPE, SIG_IGN) != 0 ||
-	    set_handler(SIGXFSZ, SIG_IGN) != 0)
+	if (set_handler(SIGCHLD, on_child_exit) != 0 || ignore_signals() != 0 ||
+	    set_fault_handlers() != 0)
 		goto fail;
 	return 0;
 fail:
@@ -73,7 +153,7 @@ const sigset_t *lifecycle_wait_mask(void)
 
 void lifecycle_sleep_ms(int ms)
 {
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	struct timespec ts = ms_timespec(ms);
 
 	ppoll(NULL, 0, &ts, &wait_mask);
 }
@@ -81,6 +161,114 @@ void lifecycle_sleep_ms(int ms)
 bool lifecycle_stop_requested(void)
 {
 	return stop_requested != 0;
+}
+
+bool lifecycle_child_exited(void)
+{
+	if (!child_exited)
+		return false;
+	child_exited = 0;
+	return true;
+}
+
+int lifecycle_open_stdio(void)
+{
+	int fd;
+
+	do {
+		fd = open("/dev/null", O_RDWR);
+	} while (fd >= 0 && fd <= STDERR_FILENO);
+	if (fd < 0)
+		return -1;
+	close(fd);
+	return 0;
+}
+
+static void close_range_of(unsigned first, unsigned last)
+{
+	struct rlimit rl;
+	unsigned fd;
+
+#ifdef SYS_close_range
+	if (syscall(SYS_close_range, first, last, 0) == 0)
+		return;
+#endif
+	/* kernels before 5.9 */
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur > 1U << 20)
+		rl.rlim_cur = 1U << 20;
+	for (fd = first; fd <= last && fd < rl.rlim_cur; fd++)
+		close((int)fd);
+}
+
+void lifecycle_close_fds_except(const int *keep, size_t n)
+{
+	unsigned first = STDERR_FILENO + 1;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if ((unsigned)keep[i] > first)
+			close_range_of(first, (unsigned)keep[i] - 1);
+		first = (unsigned)keep[i] + 1;
+	}
+	close_range_of(first, ~0U);
+}
+
+const char *lifecycle_absolute_path(const char *path, char *buf, size_t size)
+{
+	char cwd[PATH_MAX];
+	int len;
+
+	if (path[0] == '/')
+		len = snprintf(buf, size, "%s", path);
+	else if (getcwd(cwd, sizeof(cwd)))
+		len = snprintf(buf, size, "%s/%s", cwd, path);
+	else
+		len = -1;
+	if (len < 0 || (size_t)len >= size) {
+		log_msg(LOG_ERR, "Cannot make %s an absolute path", path);
+		return NULL;
+	}
+	return buf;
+}
+
+unsigned long lifecycle_raise_fd_limit(unsigned long need)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 0;
+	if (rl.rlim_cur >= need)
+		return rl.rlim_cur;
+	if (rl.rlim_max < need) {
+		struct rlimit both = { need, need };
+
+		if (setrlimit(RLIMIT_NOFILE, &both) == 0)
+			return need;
+	}
+	rl.rlim_cur = rl.rlim_max < need ? rl.rlim_max : need;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 &&
+	    getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 0;
+	return rl.rlim_cur;
+}
+
+void *lifecycle_parent_memory(size_t size)
+{
+	void *memory = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (memory == MAP_FAILED)
+		return NULL;
+	/* A child neither inherits nor pays for it at fork(). */
+	if (madvise(memory, size, MADV_DONTFORK) != 0)
+		log_errno("Cannot keep the parent's tables from its children");
+	return memory;
+}
+
+void lifecycle_parent_memory_free(void *memory, size_t size)
+{
+	if (memory)
+		munmap(memory, size);
 }
 
 static int redirect_stdio(void)
@@ -137,7 +325,10 @@ int lifecycle_daemonize(int *ready_fd)
 	}
 	close(pipe_fds[0]);
 	*ready_fd = pipe_fds[1];
-	if (setsid() < 0 || chdir("/") != 0 || redirect_stdio() != 0) {
+	/* No terminal can hang up on a daemon: a SIGHUP is someone's
+	 * "reload", and there is nothing to reload. */
+	if (setsid() < 0 || chdir("/") != 0 || redirect_stdio() != 0 ||
+	    set_handler(SIGHUP, SIG_IGN) != 0) {
 		log_errno("Cannot detach from the terminal");
 		lifecycle_report_ready(*ready_fd, false);
 		return -1;

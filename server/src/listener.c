@@ -149,9 +149,11 @@ int listener_from_systemd(void)
 	return result;
 }
 
-int listener_disable_nagle(int fd)
+int listener_tune(int fd)
 {
-	return set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+	return set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1) != 0 ||
+	       set_int_option(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, 1) != 0 ?
+		       -1 : 0;
 }
 
 unsigned listener_port(int fd)

@@ -49,6 +49,12 @@ void log_close(void)
 	closelog();
 }
 
+void log_reopen(void)
+{
+	closelog();
+	openlog("aesdsocket", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+}
+
 static void log_vmsg(int priority, const char *fmt, va_list ap,
 		     const char *cause)
 {

@@ -15,6 +15,8 @@
 void log_open(bool copy_to_stderr);
 void log_startup_done(void);
 void log_close(void);
+/* A forked child's own connection to syslog (after closing the parent's). */
+void log_reopen(void);
 
 /* printf-style message at a syslog priority (LOG_INFO, LOG_ERR, ...). */
 void log_msg(int priority, const char *fmt, ...)

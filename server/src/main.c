@@ -1,20 +1,26 @@
 /*
  * aesdsocket: wires the modules together in the order the design needs.
- * Bind first, so a second instance fails before touching anything; then
- * prepare the data file, detach, write the pidfile, start the workers (which
- * drop root with --user), and only then report "ready" -- so
- * `aesdsocket -d` returning 0 means the port accepts connections.
+ * Standard descriptors first, so nothing lands on them; bind next, so a
+ * second instance fails before touching anything; then prepare the data
+ * file, detach, write the pidfile, start the workers, and report "ready"
+ * only once a worker has said it is -- so `aesdsocket -d` returning 0
+ * means the port is served.
  */
+#include "holder.h"
 #include "lifecycle.h"
 #include "listener.h"
 #include "log.h"
 #include "options.h"
-#include "pool.h"
 #include "store.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <unistd.h>
+
+/* Descriptors besides the connections: stdio, listener, epoll, syslog,
+ * data file, readiness pipe, and slack. */
+#define SPARE_FDS 16
 
 struct server {
 	struct options opts;
@@ -23,22 +29,23 @@ struct server {
 	uid_t uid;
 	gid_t gid;
 	struct store_identity data_id;	/* fd -1 until the file exists */
+	struct connection_limits limits;
+	char data_file[PATH_MAX], pidfile[PATH_MAX];
 };
 
-static int open_listener(struct server *s)
-{
-	int fd = listener_from_systemd();
+/* Static: forked workers inherit no heap from it. */
+static struct server server;
 
-	if (fd == -2)
-		return -1;
+static int open_listener(struct server *s, int fd)
+{
 	if (fd < 0)
 		fd = listener_open(s->opts.bind_address, s->opts.port);
 	if (fd < 0)
 		return -1;
-	/* Workers race for each connection; the losers must not block. */
+	/* The parent accepts in a loop until EAGAIN. */
 	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 ||
 	    fcntl(fd, F_SETFD, FD_CLOEXEC) != 0 ||
-	    listener_disable_nagle(fd) != 0) {
+	    listener_tune(fd) != 0) {
 		log_errno("Cannot configure the listening socket");
 		close(fd);
 		return -1;
@@ -47,10 +54,40 @@ static int open_listener(struct server *s)
 	return 0;
 }
 
-/* Everything up to serving; on failure the caller cleans up. */
-static int start(struct server *s)
+/* -f and -P relative to where we started, also after -d's chdir("/"). */
+static int resolve_paths(struct server *s)
 {
-	if (lifecycle_setup_signals() != 0 || open_listener(s) != 0)
+	s->opts.data_file = lifecycle_absolute_path(s->opts.data_file,
+						    s->data_file,
+						    sizeof(s->data_file));
+	if (s->opts.pidfile)
+		s->opts.pidfile = lifecycle_absolute_path(s->opts.pidfile,
+							  s->pidfile,
+							  sizeof(s->pidfile));
+	return s->opts.data_file && (s->pidfile[0] || !s->opts.pidfile) ?
+		       0 : -1;
+}
+
+/* Room for every connection; fewer connections if the limit is firm. */
+static void fit_descriptor_limit(struct options *opts)
+{
+	unsigned long other = 2UL * opts->max_workers + SPARE_FDS;
+	unsigned long fit = lifecycle_raise_fd_limit(opts->max_connections +
+						      other);
+
+	if (fit >= opts->max_connections + other)
+		return;
+	opts->max_connections = fit > other ? (unsigned)(fit - other) : 1;
+	log_msg(LOG_WARNING,
+		"The descriptor limit (%lu) allows only %u connections",
+		fit, opts->max_connections);
+}
+
+/* Everything up to starting the workers; on failure the caller cleans up. */
+static int start(struct server *s, int systemd_fd)
+{
+	if (lifecycle_setup_signals() != 0 || resolve_paths(s) != 0 ||
+	    open_listener(s, systemd_fd) != 0)
 		return -1;
 	if (s->opts.user &&
 	    lifecycle_lookup_user(s->opts.user, &s->uid, &s->gid) != 0)
@@ -61,27 +98,43 @@ static int start(struct server *s)
 		return -1;
 	if (s->opts.pidfile && pidfile_write(s->opts.pidfile) != 0)
 		return -1;
+	fit_descriptor_limit(&s->opts);
 	return 0;
 }
 
-static struct pool *start_pool(struct server *s)
+static struct holder *start_serving(struct server *s)
 {
-	struct pool_config config = {
+	const struct holder_config holder = {
 		.listen_fd = s->listen_fd,
-		.data_file = s->opts.data_file,
-		.data_id = s->data_id,
-		.limits = {
-			.max_packet = s->opts.max_packet,
-			.idle_timeout_s = s->opts.idle_timeout_s,
-			.send_timeout_s = s->opts.send_timeout_s,
-		},
-		.max_workers = s->opts.max_connections,
-		.user = s->opts.user,
-		.uid = s->uid,
-		.gid = s->gid,
+		.max_connections = s->opts.max_connections,
+		.idle_timeout_s = s->opts.idle_timeout_s,
 	};
+	const struct pool_config pool = {
+		.max_workers = s->opts.max_workers,
+		.worker = {
+			.data_file = s->opts.data_file,
+			.data_id = &s->data_id,
+			.limits = &s->limits,
+			.user = s->opts.user,
+			.uid = s->uid,
+			.gid = s->gid,
+		},
+	};
+	struct holder *h;
 
-	return pool_start(&config);
+	s->limits = (struct connection_limits){
+		.max_packet = s->opts.max_packet,
+		.idle_timeout_s = s->opts.idle_timeout_s,
+		.send_timeout_s = s->opts.send_timeout_s,
+	};
+	h = holder_start(&holder, &pool);
+	if (h && holder_wait_ready(h) != 0) {
+		if (!lifecycle_stop_requested())
+			log_msg(LOG_ERR, "Connection processes cannot start; stopping");
+		holder_stop(h);
+		return NULL;
+	}
+	return h;
 }
 
 static void clean_up(struct server *s)
@@ -95,15 +148,30 @@ static void clean_up(struct server *s)
 	log_close();
 }
 
+/* Before anything opens a file: descriptors 0-2 exist, and nothing but
+ * them (and a socket systemd passed) is inherited. */
+static int take_descriptors(int *systemd_fd)
+{
+	*systemd_fd = listener_from_systemd();
+	if (*systemd_fd == -2)
+		return -1;
+	lifecycle_close_fds_except(systemd_fd, *systemd_fd >= 0 ? 1 : 0);
+	return 0;
+}
+
 int main(int argc, char *argv[])
 {
-	struct server s = { .listen_fd = -1, .ready_fd = -1,
-			    .uid = (uid_t)-1, .gid = (gid_t)-1,
-			    .data_id = { .fd = -1 } };
-	struct pool *pool = NULL;
-	int rc;
+	struct server *s = &server;
+	struct holder *holder = NULL;
+	int systemd_fd = -1;
 
-	switch (options_parse(&s.opts, argc, argv, stdout, stderr)) {
+	s->listen_fd = s->ready_fd = -1;
+	s->uid = (uid_t)-1;
+	s->gid = (gid_t)-1;
+	s->data_id.fd = -1;
+	if (lifecycle_open_stdio() != 0)
+		return EXIT_FAILURE;
+	switch (options_parse(&s->opts, argc, argv, stdout, stderr)) {
 	case OPTIONS_EXIT_OK:
 		return EXIT_SUCCESS;
 	case OPTIONS_USAGE_ERROR:
@@ -111,22 +179,26 @@ int main(int argc, char *argv[])
 	case OPTIONS_RUN:
 		break;
 	}
-	log_open(s.opts.log_to_stderr);
-	if (start(&s) != 0 || !(pool = start_pool(&s))) {
-		lifecycle_report_ready(s.ready_fd, false);
-		clean_up(&s);
+	if (take_descriptors(&systemd_fd) != 0)
 		return EXIT_FAILURE;
+	log_open(s->opts.log_to_stderr);
+	if (start(s, systemd_fd) != 0 || !(holder = start_serving(s))) {
+		lifecycle_report_ready(s->ready_fd, false);
+		if (lifecycle_stop_requested())
+			log_msg(LOG_INFO, "Caught signal, exiting");
+		clean_up(s);
+		return lifecycle_stop_requested() ? EXIT_SUCCESS : EXIT_FAILURE;
 	}
-	log_msg(LOG_INFO, "Serving on port %u with up to %u connections",
-		listener_port(s.listen_fd), s.opts.max_connections);
-	lifecycle_report_ready(s.ready_fd, true);
+	log_msg(LOG_INFO, "Serving on port %u with up to %u connections and %u connection processes",
+		listener_port(s->listen_fd), s->opts.max_connections,
+		s->opts.max_workers);
+	lifecycle_report_ready(s->ready_fd, true);
 	log_startup_done();
-	rc = pool_run(pool);
-	if (lifecycle_stop_requested())
-		log_msg(LOG_INFO, "Caught signal, exiting");
-	close(s.listen_fd);	/* stop accepting; workers close their copies */
-	s.listen_fd = -1;
-	pool_stop(pool);
-	clean_up(&s);
-	return rc == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	holder_run(holder);
+	log_msg(LOG_INFO, "Caught signal, exiting");
+	close(s->listen_fd);	/* stop accepting */
+	s->listen_fd = -1;
+	holder_stop(holder);
+	clean_up(s);
+	return EXIT_SUCCESS;
 }

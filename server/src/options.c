@@ -9,12 +9,14 @@
 
 #define DEFAULT_PORT 9000
 #define DEFAULT_DATA_FILE "/var/tmp/aesdsocketdata"
-#define DEFAULT_MAX_CONNECTIONS 256
+#define DEFAULT_MAX_CONNECTIONS 10240
+#define DEFAULT_MAX_WORKERS 32
 #define DEFAULT_MAX_PACKET (1024UL * 1024)
 #define DEFAULT_IDLE_TIMEOUT 60
 #define DEFAULT_SEND_TIMEOUT 10
 
 #define MAX_CONNECTIONS_LIMIT 65536
+#define MAX_WORKERS_LIMIT 1024
 #define MAX_PACKET_LIMIT (1024UL * 1024 * 1024)
 #define TIMEOUT_LIMIT 86400
 
@@ -31,20 +33,23 @@ static const char usage_text[] =
 	"  -P, --pidfile PATH        write the server's pid here; removed at exit\n"
 	"  -s, --log-stderr          copy log lines to stderr\n"
 	"  -u, --user NAME           drop root privileges to NAME after binding\n"
-	"  -c, --max-connections N   concurrent connections, 1-65536 (default 256);\n"
-	"                            further clients wait in the listen backlog\n"
+	"  -c, --max-connections N   connections open at once, 1-65536 (default\n"
+	"                            10240); when full, the longest-idle one is\n"
+	"                            closed to make room\n"
+	"  -w, --max-workers N       connection processes, i.e. connections with\n"
+	"                            work in flight, 1-1024 (default 32)\n"
 	"  -m, --max-packet BYTES    longest packet, newline included\n"
 	"                            (default 1048576); longer ones disconnect\n"
-	"  -i, --idle-timeout SEC    close a connection silent this long\n"
-	"                            (default 60, 0 = never)\n"
-	"  -t, --send-timeout SEC    close a connection that reads no response\n"
-	"                            for this long (default 10, 0 = never)\n"
+	"  -i, --idle-timeout SEC    close a connection that completes no packet\n"
+	"                            for this long (default 60, 0 = never)\n"
+	"  -t, --send-timeout SEC    a response must be read within SEC seconds\n"
+	"                            plus 1 s per 64 KiB (default 10, 0 = never)\n"
 	"  -h, --help                show this help and exit\n"
 	"  -V, --version             show the version and exit\n"
 	"\n"
 	"A listening socket passed by systemd (LISTEN_FDS) is used instead of\n"
-	"--port and --bind.  SIGINT or SIGTERM stops the server and deletes the\n"
-	"data file.\n";
+	"--port and --bind.  SIGINT or SIGTERM (and SIGHUP in the foreground)\n"
+	"stops the server and deletes the data file.\n";
 
 static const struct option long_options[] = {
 	{ "daemon", no_argument, NULL, 'd' },
@@ -55,6 +60,7 @@ static const struct option long_options[] = {
 	{ "log-stderr", no_argument, NULL, 's' },
 	{ "user", required_argument, NULL, 'u' },
 	{ "max-connections", required_argument, NULL, 'c' },
+	{ "max-workers", required_argument, NULL, 'w' },
 	{ "max-packet", required_argument, NULL, 'm' },
 	{ "idle-timeout", required_argument, NULL, 'i' },
 	{ "send-timeout", required_argument, NULL, 't' },
@@ -69,6 +75,7 @@ void options_defaults(struct options *opts)
 	opts->port = DEFAULT_PORT;
 	opts->data_file = DEFAULT_DATA_FILE;
 	opts->max_connections = DEFAULT_MAX_CONNECTIONS;
+	opts->max_workers = DEFAULT_MAX_WORKERS;
 	opts->max_packet = DEFAULT_MAX_PACKET;
 	opts->idle_timeout_s = DEFAULT_IDLE_TIMEOUT;
 	opts->send_timeout_s = DEFAULT_SEND_TIMEOUT;
@@ -100,6 +107,7 @@ struct numeric_option {
 static const struct numeric_option numeric_options[] = {
 	{ 'p', "port", 1, 65535 },
 	{ 'c', "max-connections", 1, MAX_CONNECTIONS_LIMIT },
+	{ 'w', "max-workers", 1, MAX_WORKERS_LIMIT },
 	{ 'm', "max-packet", 1, MAX_PACKET_LIMIT },
 	{ 'i', "idle-timeout", 0, TIMEOUT_LIMIT },
 	{ 't', "send-timeout", 0, TIMEOUT_LIMIT },
@@ -157,6 +165,7 @@ static int apply_option(struct options *opts, int letter, const char *arg,
 	switch (letter) {
 	case 'p': opts->port = (unsigned)n; break;
 	case 'c': opts->max_connections = (unsigned)n; break;
+	case 'w': opts->max_workers = (unsigned)n; break;
 	case 'm': opts->max_packet = n; break;
 	case 'i': opts->idle_timeout_s = (unsigned)n; break;
 	case 't': opts->send_timeout_s = (unsigned)n; break;
@@ -178,7 +187,7 @@ enum options_result options_parse(struct options *opts, int argc,
 	options_defaults(opts);
 	optind = 0;	/* glibc and musl: full reinitialisation */
 	opterr = 0;	/* our messages, on err */
-	while ((letter = getopt_long(argc, argv, ":dp:b:f:P:su:c:m:i:t:hV",
+	while ((letter = getopt_long(argc, argv, ":dp:b:f:P:su:c:w:m:i:t:hV",
 				     long_options, NULL)) != -1) {
 		switch (letter) {
 		case 'h':

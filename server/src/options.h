@@ -20,7 +20,8 @@ struct options {
 	const char *data_file;
 	const char *pidfile;		/* NULL: none */
 	const char *user;		/* NULL: keep the current user */
-	unsigned max_connections;
+	unsigned max_connections;	/* open at once, held or served */
+	unsigned max_workers;		/* connection processes */
 	unsigned long max_packet;
 	unsigned idle_timeout_s;	/* 0: never */
 	unsigned send_timeout_s;	/* 0: never */

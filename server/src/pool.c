@@ -1,290 +1,434 @@
-/* pool: the parent's side of the pre-forked connection processes. */
+/* pool: the parent's side of the connection processes. */
 #include "pool.h"
 
+#include "channel.h"
 #include "lifecycle.h"
 #include "log.h"
-#include "worker.h"
+#include "mstime.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <stdbool.h>
-#include <stdlib.h>
+#include <signal.h>
+#include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <sys/epoll.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-/* Idle workers kept waiting in accept(): enough that a burst of clients
- * finds one ready; the surplus above MAX_SPARE exits after a burst. */
-#define MIN_SPARE 4
-#define MAX_SPARE 16
+/* Idle workers kept ready for a burst, and the most kept once it is over
+ * (those above it retire after RETIRE_AFTER_MS idle). */
+#define MIN_SPARE 2
+#define MAX_SPARE 8
+#define RETIRE_AFTER_MS 1000
+/* After a worker exit the parent did not ask for, or a failed fork, no
+ * fork for a pause that doubles with each one in a row. */
+#define RETRY_MIN_MS 100
+#define RETRY_MAX_MS 5000
 #define STOP_GRACE_MS 5000
-#define RETRY_SPAWN_MS 1000
-/* Workers that die this young, this many times in a row, make the parent
- * pause forking instead of spinning in a fork loop. */
-#define EARLY_DEATH_MS 1000
-#define EARLY_DEATHS_BEFORE_PAUSE 5
+
+enum worker_state { W_FREE, W_STARTING, W_IDLE, W_BUSY, W_LEAVING };
+
+struct worker_rec {
+	pid_t pid;
+	int channel;		/* the parent's end; -1 once closed */
+	enum worker_state state;
+	bool asked_to_leave;
+	uint32_t conn;		/* while busy */
+	long long since_ms;	/* forked, or idle since */
+};
 
 struct pool {
 	struct pool_config config;
-	struct scoreboard *board;
-	size_t board_size;
-	int notify_read, notify_write;	/* workers ask for more workers */
+	struct pool_events events;
+	struct worker_rec *workers;	/* parent memory: not inherited */
 	pid_t parent;
-	unsigned live;
-	unsigned min_spare, max_spare;
-	bool workers_failing;
-	unsigned early_deaths;
+	bool ready;		/* some worker has reported READY */
+	bool start_failed;	/* and before that, one failed */
+	unsigned failures;	/* unasked exits or failed forks in a row */
 	long long no_fork_before_ms;
 };
 
-/* One pool per process; static so forked workers inherit no heap. */
 static struct pool the_pool;
 
-static long long now_ms(void)
+static size_t table_size(const struct pool *p)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+	return p->config.max_workers * sizeof(struct worker_rec);
 }
 
-static int idle_count(struct pool *p)
+static void note_failure(struct pool *p, const char *what)
 {
-	return __atomic_load_n(&p->board->idle, __ATOMIC_SEQ_CST);
+	unsigned doublings = p->failures < 6 ? p->failures : 6;
+	long long pause = (long long)RETRY_MIN_MS << doublings;
+
+	if (pause > RETRY_MAX_MS)
+		pause = RETRY_MAX_MS;
+	p->failures++;
+	p->no_fork_before_ms = now_ms() + pause;
+	if (!p->ready)
+		p->start_failed = true;
+	log_msg(LOG_ERR, "%s; no new connection process for %lld ms", what,
+		pause);
 }
 
-/* The slot of a worker; pid 0 finds a free one. */
-static struct slot *slot_of(struct pool *p, pid_t pid)
+/* The worker's channel is closed; the connection it served ends. */
+static void let_go(struct pool *p, struct worker_rec *w)
 {
-	unsigned i;
+	bool busy = w->state == W_BUSY;
 
-	for (i = 0; i < p->config.max_workers; i++)
-		if (p->board->slots[i].pid == pid)
-			return &p->board->slots[i];
-	return NULL;
+	if (w->channel >= 0)
+		close(w->channel);
+	w->channel = -1;
+	w->state = W_LEAVING;
+	if (busy)
+		p->events.turn_ended(p->events.ctx, w->conn, true);
 }
 
-static void __attribute__((noreturn)) start_worker(struct pool *p,
-						   struct slot *slot)
+static void __attribute__((noreturn)) become_worker(struct pool *p,
+						    int channel)
 {
-	const struct worker_setup setup = {
-		.config = &p->config,
-		.board = p->board,
-		.slot = slot,
-		.notify_write = p->notify_write,
-		.parent = p->parent,
-		.min_spare = p->min_spare,
-		.max_spare = p->max_spare,
-	};
+	struct worker_setup setup = p->config.worker;
 
-	close(p->notify_read);
+	setup.channel = channel;
+	setup.parent = p->parent;
 	worker_run(&setup);
 }
 
-static int spawn_worker(struct pool *p)
+static void spawn_worker(struct pool *p, struct worker_rec *w)
 {
-	struct slot *slot = slot_of(p, 0);
+	struct epoll_event ev = { .events = EPOLLIN };
+	int fds[2];
 	pid_t pid;
 
-	if (!slot)
-		return -1;
-	/* Counted idle before it runs, so the parent never over-forks. */
-	slot_set_state(slot, SLOT_IDLE);
-	__atomic_add_fetch(&p->board->idle, 1, __ATOMIC_SEQ_CST);
+	if (channel_pair(fds) != 0) {
+		note_failure(p, "Cannot create a channel for a connection process");
+		return;
+	}
 	pid = fork();
-	if (pid < 0) {
-		log_errno("Cannot fork a connection process");
-		__atomic_sub_fetch(&p->board->idle, 1, __ATOMIC_SEQ_CST);
-		slot_set_state(slot, SLOT_FREE);
-		return -1;
-	}
 	if (pid == 0)
-		start_worker(p, slot);
-	slot->pid = pid;
-	slot->forked_ms = now_ms();
-	p->live++;
-	return 0;
-}
-
-/* Connections waiting in the listen backlog for a worker (Linux reports
- * the accept queue of a listening socket in tcpi_unacked); 0 if unknown. */
-static int accept_queue_length(int listen_fd)
-{
-	struct tcp_info info;
-	socklen_t len = sizeof(info);
-
-	if (getsockopt(listen_fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0)
-		return 0;
-	return (int)info.tcpi_unacked;
-}
-
-/* Keeps min_spare idle workers, plus one for each connection already
- * waiting, so a burst of clients is met in one round of forks rather
- * than one fork per wake-up. */
-static void top_up(struct pool *p)
-{
-	int wanted;
-
-	if (now_ms() < p->no_fork_before_ms)
-		return;
-	wanted = (int)p->min_spare + accept_queue_length(p->config.listen_fd);
-	while (!p->workers_failing && p->live < p->config.max_workers &&
-	       idle_count(p) < wanted)
-		if (spawn_worker(p) != 0)
-			break;
-}
-
-static void note_exit(struct pool *p, const struct slot *slot, int status)
-{
-	bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-
-	if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_CANNOT_START)
-		p->workers_failing = true;
-	else if (WIFSIGNALED(status) && !lifecycle_stop_requested())
-		log_msg(LOG_WARNING, "Connection process %ld killed by signal %d",
-			(long)slot->pid, WTERMSIG(status));
-	if (clean || now_ms() - slot->forked_ms >= EARLY_DEATH_MS) {
-		p->early_deaths = 0;
+		become_worker(p, fds[1]);
+	close(fds[1]);
+	if (pid < 0) {
+		close(fds[0]);
+		note_failure(p, "Cannot fork a connection process");
 		return;
 	}
-	if (++p->early_deaths < EARLY_DEATHS_BEFORE_PAUSE)
-		return;
-	log_msg(LOG_ERR, "Connection processes keep dying at start; pausing for %d ms",
-		RETRY_SPAWN_MS);
-	p->no_fork_before_ms = now_ms() + RETRY_SPAWN_MS;
-	p->early_deaths = 0;
-}
-
-static void reap_workers(struct pool *p)
-{
-	struct slot *slot;
-	int status;
-	pid_t pid;
-
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		slot = slot_of(p, pid);
-		if (!slot)
-			continue;
-		if (slot_state(slot) == SLOT_IDLE)
-			__atomic_sub_fetch(&p->board->idle, 1, __ATOMIC_SEQ_CST);
-		note_exit(p, slot, status);
-		slot_set_state(slot, SLOT_FREE);
-		slot->pid = 0;
-		p->live--;
+	*w = (struct worker_rec){ .pid = pid, .channel = fds[0],
+				  .state = W_STARTING, .since_ms = now_ms() };
+	ev.data.u64 = p->config.epoll_tag | (uint64_t)(w - p->workers);
+	if (epoll_ctl(p->config.epoll_fd, EPOLL_CTL_ADD, fds[0], &ev) != 0) {
+		log_errno("Cannot watch a connection process");
+		kill(pid, SIGKILL);
+		w->asked_to_leave = true;
+		let_go(p, w);
 	}
 }
 
-static void drain(int fd)
-{
-	char sink[256];
-
-	while (read(fd, sink, sizeof(sink)) > 0)
-		;
-}
-
-struct pool *pool_start(const struct pool_config *config)
+struct pool *pool_start(const struct pool_config *config,
+			const struct pool_events *events)
 {
 	struct pool *p = &the_pool;
-	int fds[2];
 
 	memset(p, 0, sizeof(*p));
 	p->config = *config;
+	p->events = *events;
 	p->parent = getpid();
-	p->min_spare = config->max_workers < MIN_SPARE ? config->max_workers :
-							  MIN_SPARE;
-	p->max_spare = MAX_SPARE;
-	p->board_size = sizeof(struct scoreboard) +
-			config->max_workers * sizeof(struct slot);
-	p->board = mmap(NULL, p->board_size, PROT_READ | PROT_WRITE,
-			MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (p->board == MAP_FAILED) {
-		log_errno("Cannot map the worker scoreboard");
+	p->workers = lifecycle_parent_memory(table_size(p));
+	if (!p->workers) {
+		log_errno("Cannot allocate the table of connection processes");
 		return NULL;
 	}
-	p->board->append_in_progress = -1;
-	if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
-		log_errno("Cannot create the worker pipe");
-		munmap(p->board, p->board_size);
-		return NULL;
-	}
-	p->notify_read = fds[0];
-	p->notify_write = fds[1];
-	top_up(p);
-	if (p->live == 0) {
+	pool_adjust(p, 0);
+	if (p->start_failed) {
 		pool_stop(p);
 		return NULL;
 	}
 	return p;
 }
 
-/* How long the parent may sleep: for ever, unless it is short of workers
- * and may fork more once a pause or a failed fork() is over. */
-static const struct timespec *next_wakeup(struct pool *p, struct timespec *ts)
+/* Checks one report against what the parent knows of the worker. */
+static int take_report(struct pool *p, struct worker_rec *w,
+		       const struct channel_msg *msg)
 {
-	long long wait_ms = RETRY_SPAWN_MS;
-
-	if (idle_count(p) >= (int)p->min_spare ||
-	    p->live >= p->config.max_workers)
-		return NULL;
-	if (p->no_fork_before_ms > now_ms())
-		wait_ms = p->no_fork_before_ms - now_ms();
-	ts->tv_sec = wait_ms / 1000;
-	ts->tv_nsec = (wait_ms % 1000) * 1000000L;
-	return ts;
-}
-
-int pool_run(struct pool *p)
-{
-	struct pollfd pfd = { .fd = p->notify_read, .events = POLLIN };
-	struct timespec ts;
-	int n;
-
-	while (!lifecycle_stop_requested()) {
-		reap_workers(p);
-		top_up(p);
-		if (p->workers_failing) {
-			log_msg(LOG_ERR, "Connection processes cannot start; stopping");
+	switch (msg->command) {
+	case CHANNEL_READY:
+		if (w->state != W_STARTING)
 			return -1;
-		}
-		n = ppoll(&pfd, 1, next_wakeup(p, &ts), lifecycle_wait_mask());
-		if (n > 0)
-			drain(p->notify_read);
-		else if (n < 0 && errno != EINTR)
-			log_errno("Cannot wait for connection processes");
+		p->ready = true;
+		break;
+	case CHANNEL_IDLE:
+	case CHANNEL_CLOSE:
+		if (w->state != W_BUSY || msg->conn != w->conn)
+			return -1;
+		p->failures = 0;	/* it did its job */
+		p->events.turn_ended(p->events.ctx, w->conn,
+				     msg->command == CHANNEL_CLOSE);
+		break;
+	default:
+		return -1;
 	}
+	w->state = W_IDLE;
+	w->since_ms = now_ms();
 	return 0;
 }
 
-static void signal_workers(struct pool *p, int signo)
+void pool_channel_event(struct pool *p, uint32_t index)
+{
+	struct worker_rec *w;
+	struct channel_msg msg;
+	int n;
+
+	if (index >= p->config.max_workers)
+		return;
+	w = &p->workers[index];
+	if (w->channel < 0)
+		return;
+	/* One message per event: epoll reports the channel again if there
+	 * is more, which saves a read that would find nothing. */
+	n = channel_receive(w->channel, &msg, NULL);
+	if (n > 0 && take_report(p, w, &msg) == 0)
+		return;
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n > 0 || (n < 0 && errno == EBADMSG)) {
+		/* a report it had no business sending */
+		log_msg(LOG_ERR,
+			"Connection process %ld sent an invalid message; stopping it",
+			(long)w->pid);
+		kill(w->pid, SIGKILL);
+	}
+	let_go(p, w);	/* it closed its channel: it is leaving */
+}
+
+static void describe_exit(struct pool *p, const struct worker_rec *w,
+			  int status)
+{
+	char what[96];
+
+	if (WIFSIGNALED(status))
+		snprintf(what, sizeof(what),
+			 "Connection process %ld killed by signal %d",
+			 (long)w->pid, WTERMSIG(status));
+	else if (WEXITSTATUS(status) == WORKER_CANNOT_START)
+		snprintf(what, sizeof(what),
+			 "Connection process %ld could not start", (long)w->pid);
+	else
+		snprintf(what, sizeof(what),
+			 "Connection process %ld exited unasked (status %d)",
+			 (long)w->pid, WEXITSTATUS(status));
+	note_failure(p, what);
+}
+
+static struct worker_rec *worker_of(struct pool *p, pid_t pid)
 {
 	unsigned i;
 
 	for (i = 0; i < p->config.max_workers; i++)
-		if (p->board->slots[i].pid > 0)
-			kill(p->board->slots[i].pid, signo);
+		if (p->workers[i].state != W_FREE && p->workers[i].pid == pid)
+			return &p->workers[i];
+	return NULL;
+}
+
+void pool_reap(struct pool *p)
+{
+	struct worker_rec *w;
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		w = worker_of(p, pid);
+		if (!w)
+			continue;
+		let_go(p, w);
+		if (!w->asked_to_leave && !lifecycle_stop_requested())
+			describe_exit(p, w, status);
+		w->state = W_FREE;
+		w->pid = 0;
+	}
+}
+
+/* The most recently idle worker: the busy ones stay warm, the others age
+ * towards retirement. */
+static struct worker_rec *idle_worker(struct pool *p, bool newest)
+{
+	struct worker_rec *found = NULL;
+	unsigned i;
+
+	for (i = 0; i < p->config.max_workers; i++) {
+		struct worker_rec *w = &p->workers[i];
+
+		if (w->state == W_IDLE && (!found ||
+		    (newest ? w->since_ms > found->since_ms :
+			      w->since_ms < found->since_ms)))
+			found = w;
+	}
+	return found;
+}
+
+int pool_assign(struct pool *p, uint32_t conn, int fd, const char *peer,
+		long long deadline_ms)
+{
+	struct worker_rec *w = idle_worker(p, true);
+	struct channel_msg msg = { .command = CHANNEL_ASSIGN, .conn = conn,
+				   .deadline_ms = deadline_ms };
+
+	if (!w)
+		return -1;
+	snprintf(msg.peer, sizeof(msg.peer), "%s", peer);
+	if (channel_send(w->channel, &msg, fd) != 0) {
+		log_errno("Cannot hand a connection to process %ld; stopping it",
+			  (long)w->pid);
+		kill(w->pid, SIGKILL);
+		let_go(p, w);
+		return -1;
+	}
+	w->state = W_BUSY;
+	w->conn = conn;
+	return 0;
+}
+
+static void retire(struct pool *p, struct worker_rec *w)
+{
+	w->asked_to_leave = true;	/* it exits when its channel closes */
+	let_go(p, w);
+}
+
+struct census {
+	unsigned live, ready_or_starting, idle;
+};
+
+static struct census count_workers(const struct pool *p)
+{
+	struct census c = { 0, 0, 0 };
+	unsigned i;
+
+	for (i = 0; i < p->config.max_workers; i++) {
+		enum worker_state s = p->workers[i].state;
+
+		c.live += s != W_FREE && s != W_LEAVING;
+		c.ready_or_starting += s == W_IDLE || s == W_STARTING;
+		c.idle += s == W_IDLE;
+	}
+	return c;
+}
+
+static struct worker_rec *free_record(struct pool *p)
+{
+	unsigned i;
+
+	for (i = 0; i < p->config.max_workers; i++)
+		if (p->workers[i].state == W_FREE)
+			return &p->workers[i];
+	return NULL;
+}
+
+/* Forks until queued + MIN_SPARE workers are idle or starting. */
+static long long fork_for_demand(struct pool *p, unsigned queued)
+{
+	struct census c = count_workers(p);
+	struct worker_rec *w;
+
+	while (c.ready_or_starting < queued + MIN_SPARE &&
+	       c.live < p->config.max_workers && (w = free_record(p))) {
+		long long wait_ms = p->no_fork_before_ms - now_ms();
+
+		if (wait_ms > 0)
+			return wait_ms;
+		spawn_worker(p, w);
+		if (w->state == W_FREE)
+			return p->no_fork_before_ms - now_ms();
+		c.live++;
+		c.ready_or_starting++;
+	}
+	return -1;
+}
+
+/* Retires the longest-idle workers above MAX_SPARE once they have been
+ * idle for RETIRE_AFTER_MS. */
+static long long retire_surplus(struct pool *p)
+{
+	struct census c = count_workers(p);
+
+	while (c.idle > MAX_SPARE) {
+		struct worker_rec *w = idle_worker(p, false);
+		long long wait_ms = w->since_ms + RETIRE_AFTER_MS - now_ms();
+
+		if (wait_ms > 0)
+			return wait_ms;
+		retire(p, w);
+		c.idle--;
+	}
+	return -1;
+}
+
+long long pool_adjust(struct pool *p, unsigned queued)
+{
+	long long fork_ms = fork_for_demand(p, queued);
+	long long retire_ms = retire_surplus(p);
+
+	if (fork_ms < 0 || (retire_ms >= 0 && retire_ms < fork_ms))
+		return retire_ms;
+	return fork_ms;
+}
+
+int pool_wait_ready(struct pool *p)
+{
+	struct epoll_event events[8];
+	int i, n;
+
+	while (!p->ready) {
+		if (p->start_failed || lifecycle_stop_requested())
+			return -1;
+		n = epoll_pwait(p->config.epoll_fd, events, 8, -1,
+				lifecycle_wait_mask());
+		for (i = 0; i < n; i++)
+			pool_channel_event(p, (uint32_t)events[i].data.u64);
+		if (lifecycle_child_exited())
+			pool_reap(p);
+	}
+	return 0;
+}
+
+static unsigned unreaped(const struct pool *p)
+{
+	unsigned i, n = 0;
+
+	for (i = 0; i < p->config.max_workers; i++)
+		n += p->workers[i].state != W_FREE;
+	return n;
+}
+
+static unsigned signal_workers(struct pool *p, int signo)
+{
+	unsigned i, live = 0;
+
+	for (i = 0; i < p->config.max_workers; i++) {
+		struct worker_rec *w = &p->workers[i];
+
+		if (w->state == W_FREE)
+			continue;
+		w->asked_to_leave = true;
+		kill(w->pid, signo);
+		live++;
+	}
+	return live;
 }
 
 void pool_stop(struct pool *p)
 {
 	long long deadline = now_ms() + STOP_GRACE_MS;
+	unsigned live = signal_workers(p, SIGTERM);
 	bool killed = false;
 
-	signal_workers(p, SIGTERM);
-	for (reap_workers(p); p->live > 0; reap_workers(p)) {
-		if (!killed && now_ms() > deadline) {
+	while (live > 0) {
+		lifecycle_sleep_ms(20);	/* returns early on SIGCHLD */
+		pool_reap(p);
+		live = unreaped(p);
+		if (!killed && live > 0 && now_ms() > deadline) {
 			log_msg(LOG_ERR, "%u connection processes ignored the stop; killing them",
-				p->live);
+				live);
 			signal_workers(p, SIGKILL);
 			killed = true;
 		}
-		lifecycle_sleep_ms(20);	/* returns early on SIGCHLD */
 	}
-	close(p->notify_read);
-	close(p->notify_write);
-	munmap(p->board, p->board_size);
+	lifecycle_parent_memory_free(p->workers, table_size(p));
+	p->workers = NULL;
 }

@@ -1,46 +1,65 @@
 /*
- * pool: the pre-forked connection processes.  Each worker process serves
- * one connection at a time, so a crash or hang in one connection cannot
- * touch the others, while the cost of fork() is paid ahead of time instead
- * of on every accept.  The pool keeps a few idle workers waiting in
- * accept(), forks more as they get busy (never more than max_workers:
- * beyond that clients wait in the listen backlog), lets surplus idle
- * workers exit after a burst, reaps every child, and on stop lets busy
- * workers finish their current append before they close.
+ * pool: the parent's side of the connection processes (worker.h).  It
+ * forks them, gives a connection to an idle one, checks what each one
+ * reports over its channel, keeps just enough of them (a few spares for a
+ * burst, never more than the demand it sees plus those spares, nor more
+ * than max_workers; idle ones above the spares retire), brakes a crash
+ * loop, reaps them and stops them.
  *
- * With a user, each worker (worker.h) drops root right after fork() and
- * reopening the data file, before it touches a client.  The parent keeps
- * root but never reads a byte from a client: it only forks, reaps,
- * forwards stop signals and, at exit, deletes the data file and the
- * pidfile (which lives in a directory only root may write, /var/run).
+ * Worker pids and states live only in the parent's own memory, which no
+ * worker inherits: nothing a worker can write chooses which process the
+ * parent signals or which connection it closes.  A worker that reports
+ * something it has no business reporting is killed; the worst a lying
+ * worker can do is change how many workers run, within the limits.
  */
 #ifndef AESD_POOL_H
 #define AESD_POOL_H
 
-#include "connection.h"
-#include "store.h"
+#include "worker.h"
+
+#include <stdbool.h>
+#include <stdint.h>
 
 struct pool_config {
-	int listen_fd;
-	const char *data_file;
-	struct store_identity data_id;
-	struct connection_limits limits;
 	unsigned max_workers;
-	const char *user;	/* NULL: workers keep the parent's user */
-	uid_t uid;
-	gid_t gid;
+	int epoll_fd;		/* the parent's; channels are added to it */
+	uint64_t epoll_tag;	/* their epoll data: epoll_tag | worker index */
+	struct worker_setup worker;	/* channel and parent filled in */
+};
+
+/* What a worker's report means for its connection. */
+struct pool_events {
+	void (*turn_ended)(void *ctx, uint32_t conn, bool close);
+	void *ctx;
 };
 
 struct pool;
 
-/* Creates the pool and forks its first workers; NULL on error (logged). */
-struct pool *pool_start(const struct pool_config *config);
+/* Forks the first workers; NULL if none could be forked (logged). */
+struct pool *pool_start(const struct pool_config *config,
+			const struct pool_events *events);
 
-/* Supervises workers until a stop signal (returns 0) or until workers
- * cannot start (returns -1). */
-int pool_run(struct pool *pool);
+/* Waits until a worker has reported READY: 0, or -1 when workers failed
+ * before that (logged) or a stop was requested. */
+int pool_wait_ready(struct pool *pool);
 
-/* Tells every worker to stop, waits for all of them, frees the pool. */
+/* Hands connection conn to an idle worker; -1 if none is idle. */
+int pool_assign(struct pool *pool, uint32_t conn, int fd, const char *peer,
+		long long deadline_ms);
+
+/* Reads what the worker at index reported (an epoll event on its
+ * channel). */
+void pool_channel_event(struct pool *pool, uint32_t index);
+
+/* Reaps exited workers; their connections end. */
+void pool_reap(struct pool *pool);
+
+/* Forks or retires workers, with queued connections waiting for one.
+ * Returns in how many ms it wants to be called again, or -1. */
+long long pool_adjust(struct pool *pool, unsigned queued);
+
+/* Stops every worker (SIGTERM, then SIGKILL after a grace period), reaps
+ * them all and frees the pool. */
 void pool_stop(struct pool *pool);
 
 #endif

@@ -8,10 +8,18 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define NO_APPEND ((off_t)-1)
+/* Written and read only by the holder of the lock.  No atomics are needed
+ * (and none that would need libatomic on 32-bit targets): "set" is written
+ * after "size", so a holder killed between the two leaves it clear. */
+struct append_marker {
+	volatile off_t size;	/* the file size when the append began */
+	volatile int set;
+};
 
 static int refuse_unless_regular(const char *path, const struct stat *st)
 {
@@ -73,10 +81,36 @@ int store_prepare(const char *path, uid_t uid, gid_t gid,
 		unlink(path);
 		return -1;
 	}
+	id->marker = mmap(NULL, sizeof(*id->marker), PROT_READ | PROT_WRITE,
+			  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (id->marker == MAP_FAILED) {
+		log_errno("Cannot map the data file's append marker");
+		close(fd);
+		unlink(path);
+		return -1;
+	}
 	id->fd = fd;
 	id->dev = st.st_dev;
 	id->ino = st.st_ino;
 	return 0;
+}
+
+/* Opens /proc/self/fd/N.  A process that switched users is not dumpable,
+ * which makes its /proc/self root's; it is made dumpable for this one
+ * open only. */
+static int open_held(const char *held)
+{
+	int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+	int fd, saved_errno;
+
+	if (dumpable == 0)
+		prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+	fd = open(held, O_RDWR | O_APPEND | O_CLOEXEC);
+	saved_errno = errno;
+	if (dumpable == 0)
+		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	errno = saved_errno;
+	return fd;
 }
 
 /* A new open file description of the file held open in id; by path, with
@@ -87,14 +121,14 @@ static int reopen(const char *path, const struct store_identity *id)
 	int fd;
 
 	snprintf(held, sizeof(held), "/proc/self/fd/%d", id->fd);
-	fd = open(held, O_RDWR | O_APPEND | O_CLOEXEC);
+	fd = open_held(held);
 	if (fd >= 0 || errno != ENOENT)
 		return fd;
 	return open(path, O_RDWR | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
 }
 
 int store_open(struct store *s, const char *path,
-	       const struct store_identity *id, off_t *shared_marker)
+	       const struct store_identity *id)
 {
 	struct stat st;
 
@@ -110,9 +144,7 @@ int store_open(struct store *s, const char *path,
 		store_close(s);
 		return -1;
 	}
-	s->private_marker = NO_APPEND;
-	s->append_in_progress = shared_marker ? shared_marker :
-						&s->private_marker;
+	s->marker = id->marker;
 	return 0;
 }
 
@@ -151,53 +183,76 @@ static int write_all(int fd, const char *data, size_t len)
 	return 0;
 }
 
-/* Cuts the file back to size; the caller holds the lock. */
-static void cut_back(struct store *s, off_t size, const char *why)
+static off_t file_size(int fd)
 {
-	if (ftruncate(s->fd, size) != 0)
-		log_errno("Cannot cut data file back to %lld bytes after %s",
-			  (long long)size, why);
+	struct stat st;
+
+	if (fstat(fd, &st) != 0) {
+		log_errno("Cannot examine data file");
+		return -1;
+	}
+	return st.st_size;
 }
 
-static void recover_torn_append(struct store *s)
+/* Cuts the file back to where the marked append began; the marker is
+ * cleared only once that has worked. */
+static int cut_back(struct store *s, const char *why)
 {
-	off_t torn_at = __atomic_load_n(s->append_in_progress,
-					__ATOMIC_SEQ_CST);
+	off_t size = s->marker->size;
 
-	if (torn_at == NO_APPEND)
-		return;
+	if (ftruncate(s->fd, size) != 0) {
+		log_errno("Cannot cut the data file back to %lld bytes after %s; refusing appends until it can be",
+			  (long long)size, why);
+		return -1;
+	}
+	s->marker->set = 0;
+	return 0;
+}
+
+/* Cuts off what an appender killed mid-write left; -1 while the file is
+ * still torn. */
+static int recover_torn_append(struct store *s)
+{
+	off_t size;
+
+	if (!s->marker->set)
+		return 0;
+	size = file_size(s->fd);
+	if (size < 0)
+		return -1;
+	if (s->marker->size > size) {	/* nothing of it is left to cut */
+		s->marker->set = 0;
+		return 0;
+	}
+	if (cut_back(s, "an interrupted append") != 0)
+		return -1;
 	log_msg(LOG_WARNING,
-		"A connection process died while appending; cutting the data file back to %lld bytes",
-		(long long)torn_at);
-	cut_back(s, torn_at, "an interrupted append");
-	__atomic_store_n(s->append_in_progress, NO_APPEND, __ATOMIC_SEQ_CST);
+		"A connection process died while appending; cut the data file back to %lld bytes",
+		(long long)s->marker->size);
+	return 0;
 }
 
 /* The body of store_append, run with the lock held. */
 static int append_locked(struct store *s, const char *data, size_t len,
 			 off_t *end)
 {
-	struct stat st;
-	int saved_errno;
+	off_t size;
 
-	recover_torn_append(s);
-	if (fstat(s->fd, &st) != 0) {
-		log_errno("Cannot examine data file");
+	if (recover_torn_append(s) != 0)
 		return -1;
-	}
-	__atomic_store_n(s->append_in_progress, st.st_size, __ATOMIC_SEQ_CST);
+	size = file_size(s->fd);
+	if (size < 0)
+		return -1;
+	s->marker->size = size;
+	s->marker->set = 1;
 	if (write_all(s->fd, data, len) != 0) {
-		saved_errno = errno;
-		cut_back(s, st.st_size, "a failed write");
-		errno = saved_errno;
 		log_errno("Cannot append %zu bytes to data file (kept at %lld bytes)",
-			  len, (long long)st.st_size);
-		__atomic_store_n(s->append_in_progress, NO_APPEND,
-				 __ATOMIC_SEQ_CST);
+			  len, (long long)size);
+		cut_back(s, "a failed write");
 		return -1;
 	}
-	__atomic_store_n(s->append_in_progress, NO_APPEND, __ATOMIC_SEQ_CST);
-	*end = st.st_size + (off_t)len;
+	s->marker->set = 0;
+	*end = size + (off_t)len;
 	return 0;
 }
 
@@ -239,4 +294,7 @@ void store_remove(const char *path, struct store_identity *id)
 		log_errno("Cannot delete data file %s", path);
 	}
 	store_release(id);
+	if (id->marker && id->marker != MAP_FAILED)
+		munmap(id->marker, sizeof(*id->marker));
+	id->marker = NULL;
 }

@@ -49,7 +49,8 @@ static void defaults_are_the_original_design(void **state)
 	assert_null(o.pidfile);
 	assert_null(o.user);
 	assert_null(o.bind_address);
-	assert_int_equal(o.max_connections, 256);
+	assert_int_equal(o.max_connections, 10240);
+	assert_int_equal(o.max_workers, 32);
 	assert_int_equal(o.max_packet, 1048576);
 	assert_int_equal(o.idle_timeout_s, 60);
 	assert_int_equal(o.send_timeout_s, 10);
@@ -62,7 +63,7 @@ static void short_and_long_forms(void **state)
 
 	(void)state;
 	assert_int_equal(PARSE(&o, msg, "-d", "-p", "1234", "-f", "/tmp/d",
-			       "-P", "/run/a.pid", "-s", "-c", "8"),
+			       "-P", "/run/a.pid", "-s", "-c", "8", "-w", "3"),
 			 OPTIONS_RUN);
 	assert_true(o.daemonize);
 	assert_true(o.log_to_stderr);
@@ -70,11 +71,14 @@ static void short_and_long_forms(void **state)
 	assert_string_equal(o.data_file, "/tmp/d");
 	assert_string_equal(o.pidfile, "/run/a.pid");
 	assert_int_equal(o.max_connections, 8);
+	assert_int_equal(o.max_workers, 3);
 	assert_int_equal(PARSE(&o, msg, "--daemon", "--port=65535",
 			       "--data-file", "/x", "--max-packet", "1",
 			       "--idle-timeout", "0", "--send-timeout=86400",
-			       "--user", "aesd", "--bind", "::1"),
+			       "--user", "aesd", "--bind", "::1",
+			       "--max-workers", "1024"),
 			 OPTIONS_RUN);
+	assert_int_equal(o.max_workers, 1024);
 	assert_int_equal(o.port, 65535);
 	assert_int_equal(o.max_packet, 1);
 	assert_int_equal(o.idle_timeout_s, 0);
@@ -109,6 +113,9 @@ static void other_numbers_are_range_checked(void **state)
 	assert_int_equal(PARSE(&o, msg, "-c", "0"), OPTIONS_USAGE_ERROR);
 	assert_non_null(strstr(msg, "--max-connections"));
 	assert_int_equal(PARSE(&o, msg, "-c", "65537"), OPTIONS_USAGE_ERROR);
+	assert_int_equal(PARSE(&o, msg, "-w", "0"), OPTIONS_USAGE_ERROR);
+	assert_non_null(strstr(msg, "--max-workers"));
+	assert_int_equal(PARSE(&o, msg, "-w", "1025"), OPTIONS_USAGE_ERROR);
 	assert_int_equal(PARSE(&o, msg, "-m", "0"), OPTIONS_USAGE_ERROR);
 	assert_int_equal(PARSE(&o, msg, "-m", "1073741825"),
 			 OPTIONS_USAGE_ERROR);

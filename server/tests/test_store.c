@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -91,7 +93,7 @@ static void appends_report_end_offsets(void **state)
 	off_t end = 0;
 
 	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
-	assert_int_equal(store_open(&s, fx->path, &id, NULL), 0);
+	assert_int_equal(store_open(&s, fx->path, &id), 0);
 	assert_int_equal(store_append(&s, "one\n", 4, &end), 0);
 	assert_int_equal(end, 4);
 	assert_int_equal(store_append(&s, "\n", 1, &end), 0);
@@ -112,8 +114,8 @@ static void two_openers_share_the_end(void **state)
 	off_t end = 0;
 
 	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
-	assert_int_equal(store_open(&a, fx->path, &id, NULL), 0);
-	assert_int_equal(store_open(&b, fx->path, &id, NULL), 0);
+	assert_int_equal(store_open(&a, fx->path, &id), 0);
+	assert_int_equal(store_open(&b, fx->path, &id), 0);
 	assert_int_equal(store_append(&a, "aa\n", 3, &end), 0);
 	assert_int_equal(store_append(&b, "bbbb\n", 5, &end), 0);
 	assert_int_equal(end, 8);	/* b's end counts a's packet */
@@ -133,15 +135,16 @@ static void failed_append_leaves_file_unchanged(void **state)
 
 	signal(SIGXFSZ, SIG_IGN);
 	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
-	assert_int_equal(store_open(&s, fx->path, &id, NULL), 0);
+	assert_int_equal(store_open(&s, fx->path, &id), 0);
 	assert_int_equal(store_append(&s, "12345\n", 6, &end), 0);
 	getrlimit(RLIMIT_FSIZE, &old);
 	small.rlim_max = old.rlim_max;
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
 	/* 4 of these bytes fit: a short write, then EFBIG */
+	end = -1;
 	assert_int_equal(store_append(&s, "abcdefgh\n", 9, &end), -1);
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
-	assert_int_equal(end, 6);
+	assert_int_equal(end, -1);	/* no end reported for a failure */
 	assert_int_equal(read_file(fx->path, buf, sizeof(buf)), 6);
 	assert_memory_equal(buf, "12345\n", 6);
 	assert_int_equal(store_append(&s, "ok\n", 3, &end), 0);
@@ -150,31 +153,101 @@ static void failed_append_leaves_file_unchanged(void **state)
 	store_release(&id);
 }
 
+/* Fault injection for the appends below (linked with --wrap). */
+static int die_in_next_write;	/* write half, then be killed */
+static int fail_truncates;	/* ftruncate() fails with EIO */
+
+ssize_t __real_write(int fd, const void *buf, size_t len);
+ssize_t __wrap_write(int fd, const void *buf, size_t len);
+int __real_ftruncate(int fd, off_t length);
+int __wrap_ftruncate(int fd, off_t length);
+
+ssize_t __wrap_write(int fd, const void *buf, size_t len)
+{
+	if (die_in_next_write) {
+		__real_write(fd, buf, len / 2);
+		raise(SIGKILL);
+	}
+	return __real_write(fd, buf, len);
+}
+
+int __wrap_ftruncate(int fd, off_t length)
+{
+	if (fail_truncates) {
+		errno = EIO;
+		return -1;
+	}
+	return __real_ftruncate(fd, length);
+}
+
+/* What a worker killed in the middle of an append leaves behind: a child
+ * process opens the file as a worker does and dies halfway through. */
+static void append_and_die(const char *path, const struct store_identity *id,
+			   const char *packet)
+{
+	struct store s;
+	off_t end;
+	int status;
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (store_open(&s, path, id) == 0) {
+			die_in_next_write = 1;
+			store_append(&s, packet, strlen(packet), &end);
+		}
+		_exit(1);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+}
+
 static void torn_append_is_cut_off_by_next_appender(void **state)
 {
 	struct fixture *fx = *state;
 	struct store_identity id;
 	struct store s;
-	off_t marker = -1, end = 0;
+	off_t end = 0;
 	char buf[64];
-	int raw;
 
 	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
-	assert_int_equal(store_open(&s, fx->path, &id, &marker), 0);
+	assert_int_equal(store_open(&s, fx->path, &id), 0);
 	assert_int_equal(store_append(&s, "whole\n", 6, &end), 0);
-	assert_int_equal(marker, -1);
-	/* what a process killed mid-write leaves: marker set, half a packet */
-	marker = 6;
-	raw = open(fx->path, O_WRONLY | O_APPEND);
-	assert_int_equal(write(raw, "hal", 3), 3);
-	close(raw);
+	append_and_die(fx->path, &id, "half a packet\n");
+	assert_int_equal(read_file(fx->path, buf, sizeof(buf)), 6 + 7);
 	assert_int_equal(store_append(&s, "next\n", 5, &end), 0);
 	assert_int_equal(end, 11);
 	assert_int_equal(read_file(fx->path, buf, sizeof(buf)), 11);
 	assert_memory_equal(buf, "whole\nnext\n", 11);
-	assert_int_equal(marker, -1);
 	store_close(&s);
-	store_release(&id);
+	store_remove(fx->path, &id);
+}
+
+static void torn_file_refuses_appends_until_it_is_cut(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_identity id;
+	struct store s;
+	off_t end = 0;
+	char buf[64];
+
+	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
+	assert_int_equal(store_open(&s, fx->path, &id), 0);
+	assert_int_equal(store_append(&s, "whole\n", 6, &end), 0);
+	append_and_die(fx->path, &id, "torn\n");
+	fail_truncates = 1;
+	/* the torn bytes cannot be cut: nothing may be appended after them */
+	assert_int_equal(store_append(&s, "lost?\n", 6, &end), -1);
+	assert_int_equal(store_append(&s, "again\n", 6, &end), -1);
+	assert_int_equal(read_file(fx->path, buf, sizeof(buf)), 6 + 2);
+	fail_truncates = 0;
+	/* the next append that can cut recovers, then appends */
+	assert_int_equal(store_append(&s, "next\n", 5, &end), 0);
+	assert_int_equal(end, 11);
+	assert_int_equal(read_file(fx->path, buf, sizeof(buf)), 11);
+	assert_memory_equal(buf, "whole\nnext\n", 11);
+	store_close(&s);
+	store_remove(fx->path, &id);
 }
 
 static void symlink_at_data_path_is_refused(void **state)
@@ -204,7 +277,7 @@ static void replaced_file_is_never_written_nor_deleted(void **state)
 	write_file(other, "someone else's\n");	/* a distinct inode */
 	assert_int_equal(rename(other, fx->path), 0);
 	/* workers keep appending to the file the server created */
-	assert_int_equal(store_open(&s, fx->path, &id, NULL), 0);
+	assert_int_equal(store_open(&s, fx->path, &id), 0);
 	assert_int_equal(store_append(&s, "ours\n", 5, &end), 0);
 	assert_int_equal(end, 5);
 	store_close(&s);
@@ -221,10 +294,10 @@ static void deleted_file_keeps_serving(void **state)
 	off_t end = 0;
 
 	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
-	assert_int_equal(store_open(&a, fx->path, &id, NULL), 0);
+	assert_int_equal(store_open(&a, fx->path, &id), 0);
 	assert_int_equal(store_append(&a, "one\n", 4, &end), 0);
 	assert_int_equal(unlink(fx->path), 0);
-	assert_int_equal(store_open(&b, fx->path, &id, NULL), 0);
+	assert_int_equal(store_open(&b, fx->path, &id), 0);
 	assert_int_equal(store_append(&b, "two\n", 4, &end), 0);
 	assert_int_equal(end, 8);
 	store_close(&a);
@@ -255,6 +328,9 @@ int main(void)
 			failed_append_leaves_file_unchanged, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			torn_append_is_cut_off_by_next_appender, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			torn_file_refuses_appends_until_it_is_cut, setup,
 			teardown),
 		cmocka_unit_test_setup_teardown(symlink_at_data_path_is_refused,
 						setup, teardown),
