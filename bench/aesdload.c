@@ -657,7 +657,10 @@ static struct {
 	struct samples first;		/* held connections' one exchange */
 	struct samples fresh;		/* new clients' first responses */
 	unsigned fresh_failed;
-} held = { .accepted = -1, .pss = -1, .slab0 = -1, .slab1 = -1 };
+} held = {
+	.accepted = -1, .pss = -1, .slab0 = -1, .slab1 = -1,
+	.q0 = { -1, -1, -1 }, .q1 = { -1, -1, -1 },
+};
 
 /* One exchange on every odd connection, one after another: these then
  * sit idle at a packet boundary, the others never send a byte. Stops at
@@ -747,19 +750,11 @@ static void sample_fresh(unsigned n)
 	reader_free(&rd);
 }
 
-/* Opens the K connections and brings them to the held state; the figures
- * "with K held" are taken here. Returns 0, or -1 when not all K could be
- * held (said on stderr). */
-static int held_open(int *fds, unsigned k)
+/* Waits for the server to hold all k silent connections, then has the odd
+ * ones do their exchange. Returns 0, or -1 when they did not all succeed
+ * (said on stderr). */
+static int held_settle(int *fds, unsigned k)
 {
-	held.slab0 = meminfo_kib("Slab");
-	listenq_read(&held.q0);
-	held.connected = connect_many(o.port, o.timeout_ms, fds, k, ms_from_now(o.timeout_ms));
-	if (held.connected < k) {
-		fprintf(stderr, "aesdload: held: only %u of %u connections opened\n",
-			held.connected, k);
-		return -1;
-	}
 	/* all silent so far: each is accepted and held before the odd ones
 	 * send, so that their exchange is a held connection's */
 	wait_accepted(k, now_ns());
@@ -771,7 +766,27 @@ static int held_open(int *fds, unsigned k)
 			held.exchanged, k / 2);
 		return -1;
 	}
+	return 0;
+}
+
+/* Opens the K connections and brings them to the held state; the figures
+ * "with K held" are taken here (the listen-queue counters even when that
+ * failed: they tell why). Returns 0, or -1 when not all K could be held. */
+static int held_open(int *fds, unsigned k)
+{
+	int rc = -1;
+
+	held.slab0 = meminfo_kib("Slab");
+	listenq_read(&held.q0);
+	held.connected = connect_many(o.port, o.timeout_ms, fds, k, ms_from_now(o.timeout_ms));
+	if (held.connected < k)
+		fprintf(stderr, "aesdload: held: only %u of %u connections opened\n",
+			held.connected, k);
+	else
+		rc = held_settle(fds, k);
 	listenq_read(&held.q1);
+	if (rc < 0)
+		return rc;
 	held.slab1 = meminfo_kib("Slab");
 	if (o.server)
 		held.pss = tree_pss_kib(o.server);
@@ -822,12 +837,13 @@ static void print_held(void)
 	       o.baseline, o.idle, held.connected, held.exchanged,
 	       (double)held.exchange_ns / 1e9, held.accepted, (double)held.accept_ns / 1e9,
 	       (double)held.held_ns / 1e9, held.closed_early, held.served, held.ended);
-	printf(" hold_xchg_p50_ms=%.3f hold_xchg_p99_ms=%.3f hold_xchg_max_ms=%.3f",
-	       samples_ms(x, 0.50), samples_ms(x, 0.99), samples_ms(x, 1));
-	printf(" new_count=%u new_ok=%zu new_failed=%u new_p50_ms=%.3f new_p99_ms=%.3f"
-	       " new_max_ms=%.3f",
-	       o.fresh, f->n, held.fresh_failed, samples_ms(f, 0.50), samples_ms(f, 0.99),
-	       samples_ms(f, 1));
+	if (x->n)
+		printf(" hold_xchg_p50_ms=%.3f hold_xchg_p99_ms=%.3f hold_xchg_max_ms=%.3f",
+		       samples_ms(x, 0.50), samples_ms(x, 0.99), samples_ms(x, 1));
+	printf(" new_count=%u new_ok=%zu new_failed=%u", o.fresh, f->n, held.fresh_failed);
+	if (f->n)
+		printf(" new_p50_ms=%.3f new_p99_ms=%.3f new_max_ms=%.3f",
+		       samples_ms(f, 0.50), samples_ms(f, 0.99), samples_ms(f, 1));
 	if (held.slab0 >= 0 && held.slab1 >= 0 && held.connected)
 		printf(" kern_slab_per_held_kib=%.2f",
 		       (double)(held.slab1 - held.slab0) / held.connected);
