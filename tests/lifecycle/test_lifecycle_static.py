@@ -62,7 +62,8 @@ def test_defaults_file_is_readable_by_sh_and_systemd():
     assert re.search(r'^AESDSOCKET_ARGS="--user aesd"$', DEFAULT.read_text(),
                      re.MULTILINE)
     commented = DEFAULT.read_text()
-    for option in ("--max-connections 256", "--max-packet 1048576",
+    for option in ("--max-connections 10240", "--max-workers 32",
+                   "--max-packet 1048576",
                    "--idle-timeout 60", "--send-timeout 10",
                    "--bind ADDRESS"):
         assert re.search(rf'^#AESDSOCKET_ARGS=".*{option}', commented,
@@ -99,3 +100,14 @@ def test_systemd_analyze_verify(tmp_path, static_server):
     r = verify(root, *(u.name for u in UNITS))
     assert r.returncode == 0 and not r.stdout and not r.stderr, \
         r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("target", ["install-sysv", "install-systemd"])
+def test_both_init_systems_get_the_defaults_file(tmp_path, target):
+    """The systemd unit reads /etc/default/aesdsocket too (EnvironmentFile=),
+    so --user aesd applies under either init system."""
+    subprocess.run(["make", "-s", "-C", str(SERVER), target,
+                    f"DESTDIR={tmp_path}"], check=True, timeout=60)
+    installed = tmp_path / "etc/default/aesdsocket"
+    assert installed.read_bytes() == DEFAULT.read_bytes()
+    assert (installed.stat().st_mode & 0o777) == 0o644
