@@ -194,10 +194,11 @@ def test_user_option_serves_clients_unprivileged(target):
     target.set_args(f"-p {target.port} --user aesd")
     pid = start(target)
     assert exchange(target.port, b"unprivileged\n") == b"unprivileged\n"
-    workers = children(pid)
-    assert workers
-    for worker in workers:
-        assert uids(worker) == [1000] * 4
+    assert children(pid)
+    # A worker forked a moment ago (a new spare) is still root until it
+    # has dropped privileges, before it reports ready: give it that time.
+    wait_until(lambda: all(uids(w) == [1000] * 4 for w in children(pid)), 10,
+               "every worker to run as aesd")
     stop(target)
     assert_stopped(target, pid)
 
