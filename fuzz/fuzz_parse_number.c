@@ -30,6 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static const unsigned long server_ranges[][2] = {
 	{ 1, 65535 },			/* --port */
 	{ 1, 65536 },			/* --max-connections */
+	{ 1, 1024 },			/* --max-workers */
 	{ 1, 1024UL * 1024 * 1024 },	/* --max-packet */
 	{ 0, 86400 },			/* --idle-timeout, --send-timeout */
 	{ 0, 1024 },			/* LISTEN_FDS */
