@@ -14,6 +14,7 @@ import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -21,6 +22,7 @@ BINARY = os.environ.get("AESDSOCKET", os.path.join(ROOT, "server", "aesdsocket")
 WRAPPER = shlex.split(os.environ.get("AESDSOCKET_WRAPPER", ""))
 TIME_SCALE = float(os.environ.get("AESD_TIME_SCALE", "1"))
 UNDER_VALGRIND = any("valgrind" in w for w in WRAPPER)
+IS_ROOT = os.geteuid() == 0
 
 
 def scaled(seconds):
@@ -375,3 +377,12 @@ def rst_close(sock):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                     struct.pack("ii", 1, 0))
     sock.close()
+
+
+def shared_tmp_dir():
+    """A new directory like /var/tmp (world-writable, sticky), where a
+    server running --user nobody can reach its data file; the caller
+    removes it."""
+    path = tempfile.mkdtemp(prefix="aesd-user-", dir="/tmp")
+    os.chmod(path, 0o1777)
+    return path
