@@ -1,8 +1,10 @@
 """Integrity under concurrency: many clients, no torn or interleaved data."""
+import socket
 import threading
-import time
 
-from server_harness import recv_until_suffix, scaled
+import pytest
+
+from server_harness import live_children, recv_exactly, recv_until_suffix, scaled
 
 CLIENTS = 32
 PACKETS = 40
@@ -79,16 +81,23 @@ def test_idle_client_does_not_block_others(server):
             assert recv_until_suffix(s, b"other\n", timeout=5) == b"other\n"
 
 
-def test_single_worker_serves_again_after_a_lingering_client(make_server):
-    # one worker only: after a client that lingered (the worker left the
-    # accept queue meanwhile) it must be back waiting for the next one
-    server = make_server("--max-connections", "1")
-    sent = b""
-    for n in range(3):
-        with server.connect() as s:
-            time.sleep(0.2)     # well past the pool's linger threshold
-            packet = b"lingered %d\n" % n
-            sent += packet
-            s.sendall(packet)
-            assert recv_until_suffix(s, packet, timeout=5) == sent
-    assert len(server.workers()) == 1
+def test_client_idle_after_one_exchange_does_not_hold_the_one_worker(
+        make_server):
+    """With one worker, a client that stays connected after its exchange
+    does not keep a second client from being served: the second answer
+    can only come from that worker once it has handed the first
+    connection back.  Then the first client is served again."""
+    server = make_server("--max-workers", "1")
+    with server.connect() as first:
+        first.sendall(b"first\n")
+        assert recv_exactly(first, 6) == b"first\n"
+        with server.connect() as second:
+            second.sendall(b"second\n")
+            try:
+                answer = recv_exactly(second, 13, timeout=3)
+            except socket.timeout:
+                pytest.fail("the one worker stayed with the idle client")
+            assert answer == b"first\nsecond\n"
+        first.sendall(b"again\n")
+        assert recv_exactly(first, 19) == b"first\nsecond\nagain\n"
+        assert len(live_children(server.proc.pid)) <= 1

@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from server_harness import (BINARY, WRAPPER, children_of, exchange, free_port,
-                      pid_alive, port_accepts, recv_until_suffix, scaled,
-                      wait_until)
+from server_harness import (BINARY, WRAPPER, assert_served, children_of,
+                            exchange, free_port, live_children, pid_alive,
+                            port_accepts, recv_until_suffix, scaled,
+                            wait_server_read_everything, wait_until)
 
 
 def run(args, timeout=10):
@@ -118,13 +119,6 @@ def test_foreground_pidfile_is_written_and_removed(make_server, tmp_path):
     assert not pidfile.exists()
 
 
-def test_stale_pidfile_is_overwritten(make_server, tmp_path):
-    pidfile = tmp_path / "stale.pid"
-    pidfile.write_text("999999\n")
-    server = make_server("-P", str(pidfile))
-    assert int(pidfile.read_text()) == server.proc.pid
-
-
 @pytest.mark.parametrize("args,message", [
     (["-p", "0"], b"invalid --port"),
     (["-p", "70000"], b"invalid --port"),
@@ -159,14 +153,36 @@ def test_bind_address_limits_the_listener(make_server):
                                   "-f", "/tmp/unused"]).stderr.decode()
 
 
-def test_no_zombies_after_many_connections(server):
-    for i in range(40):
-        with server.connect() as s:
-            exchange(s, b"\n", i + 1)
-    time.sleep(0.2)
-    for pid in children_of(server.proc.pid):
-        assert pid_alive(pid), f"zombie child {pid}"
-    assert server.proc.poll() is None
+def test_exited_workers_are_reaped(make_server):
+    """Workers that exit, killed or retiring after a burst, are reaped:
+    none stays a zombie child of the server."""
+    server = make_server()
+    pid = server.proc.pid
+    burst = []
+    try:
+        for i in range(20):        # a packet in flight each: 20 workers
+            s = server.connect()
+            s.sendall(b"burst %d" % i)
+            burst.append(s)
+        for s in burst:
+            wait_server_read_everything(server, s, timeout=10)
+        workers = live_children(pid)
+        assert len(workers) >= 20
+    finally:
+        for s in burst:
+            s.close()
+    killed = workers[:2]
+    for worker in killed:
+        os.kill(worker, signal.SIGKILL)
+    # the surplus idle workers retire on their own
+    wait_until(lambda: any(not pid_alive(w) for w in workers[2:]), scaled(10),
+               what="a surplus worker to retire")
+    exited = [w for w in workers if not pid_alive(w)]
+    wait_until(lambda: not any(os.path.exists(f"/proc/{w}") for w in exited),
+               scaled(5), what=f"exited workers {exited} to be reaped")
+    zombies = [c for c in children_of(pid) if not pid_alive(c)]
+    assert not zombies, f"zombie children {zombies}"
+    assert_served(server, b"")
 
 
 def test_socket_activation(tmp_path):

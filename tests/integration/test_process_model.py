@@ -247,26 +247,6 @@ def test_idle_timeout_closes_held_connections_once(make_server):
     assert_served(server, expected)
 
 
-def test_a_client_idle_after_one_exchange_does_not_hold_the_worker(make_server):
-    """The single worker serves a second client while the first one stays
-    connected after its exchange, and then the first one again."""
-    server = make_server("--max-workers", "1")
-    with WorkerSampler(server) as workers:
-        with server.connect() as first:
-            first.sendall(b"first\n")
-            assert recv_exactly(first, 6) == b"first\n"
-            with server.connect() as second:
-                second.sendall(b"second\n")
-                try:
-                    answer = recv_exactly(second, 13, timeout=3)
-                except socket.timeout:
-                    pytest.fail("the one worker stayed with the idle client")
-                assert answer == b"first\nsecond\n"
-            first.sendall(b"again\n")
-            assert recv_exactly(first, 19) == b"first\nsecond\nagain\n"
-    assert workers.most == 1
-
-
 # ------------------------------------------------ workers follow demand
 
 def test_workers_never_outnumber_demand(make_server):
