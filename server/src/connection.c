@@ -33,8 +33,10 @@ struct client {
 	struct store *store;
 	struct framer *framer;
 	const struct connection_limits *limits;
+	int stop_fd;
 	long long deadline_ms;	/* for the packet being received; 0: none */
 	bool answered;		/* sent a response in this turn */
+	bool stopped;		/* by an event on stop_fd */
 };
 
 static char receive_buffer[RECEIVE_BUFFER_SIZE];
@@ -44,17 +46,24 @@ static long long deadline_after(unsigned seconds)
 	return seconds ? now_ms() + seconds * 1000LL : 0;
 }
 
-/* Waits for events on fd until deadline_ms (0: none); stop signals are
- * let in only while waiting. */
-static enum wait_result wait_until(int fd, short events, long long deadline_ms)
+static bool stop_requested(const struct client *c)
 {
-	struct pollfd pfd = { .fd = fd, .events = events };
+	return c->stopped || lifecycle_stop_requested();
+}
+
+/* Waits for events on the client's socket until deadline_ms (0: none);
+ * stop signals are let in only while waiting. */
+static enum wait_result wait_until(struct client *c, short events,
+				   long long deadline_ms)
+{
+	struct pollfd pfd[2] = { { .fd = c->fd, .events = events },
+				 { .fd = c->stop_fd, .events = POLLIN } };
 
 	for (;;) {
 		struct timespec timeout, *tp = NULL;
 		int n;
 
-		if (lifecycle_stop_requested())
+		if (stop_requested(c))
 			return WAIT_STOP;
 		if (deadline_ms) {
 			long long left = deadline_ms - now_ms();
@@ -64,8 +73,9 @@ static enum wait_result wait_until(int fd, short events, long long deadline_ms)
 			timeout = ms_timespec(left);
 			tp = &timeout;
 		}
-		n = ppoll(&pfd, 1, tp, lifecycle_wait_mask());
-		if (n > 0)
+		n = ppoll(pfd, 2, tp, lifecycle_wait_mask());
+		c->stopped = pfd[1].revents != 0;
+		if (n > 0 && !c->stopped)
 			return WAIT_READY;
 		if (n < 0 && errno != EINTR) {
 			log_errno("ppoll failed");
@@ -110,7 +120,7 @@ static int send_file_prefix(struct client *c, off_t end)
 			log_errno("Cannot send response to %s", c->name);
 			return -1;
 		}
-		switch (wait_until(c->fd, POLLOUT,
+		switch (wait_until(c, POLLOUT,
 				   send_deadline(c, started_ms, offset))) {
 		case WAIT_READY:
 			break;
@@ -155,7 +165,7 @@ static int handle_input(struct client *c, struct byte_span input)
 			return -1;
 		c->answered = true;
 		c->deadline_ms = deadline_after(c->limits->idle_timeout_s);
-		if (lifecycle_stop_requested())
+		if (stop_requested(c))
 			return -1;	/* this append is done; stop here */
 	}
 }
@@ -167,7 +177,7 @@ static int wait_for_more(struct client *c, enum turn_end *end)
 		*end = TURN_IDLE;
 		if (!c->answered)
 			return -1;
-		switch (wait_until(c->fd, POLLIN, now_ms() + NEXT_PACKET_GRACE_MS)) {
+		switch (wait_until(c, POLLIN, now_ms() + NEXT_PACKET_GRACE_MS)) {
 		case WAIT_READY:
 			return 0;
 		case WAIT_TIMEOUT:
@@ -176,7 +186,7 @@ static int wait_for_more(struct client *c, enum turn_end *end)
 			break;
 		}
 	} else {
-		switch (wait_until(c->fd, POLLIN, c->deadline_ms)) {
+		switch (wait_until(c, POLLIN, c->deadline_ms)) {
 		case WAIT_READY:
 			return 0;
 		case WAIT_TIMEOUT:
@@ -192,24 +202,33 @@ static int wait_for_more(struct client *c, enum turn_end *end)
 	return -1;
 }
 
-/* Receives and handles what the client sends until the turn ends. */
+/* Receives and handles what the client sends until the turn ends.  After
+ * a read that did not fill the buffer, it waits before reading again:
+ * the client has usually sent nothing more yet, and a read would only
+ * say so. */
 static enum turn_end serve(struct client *c)
 {
 	enum turn_end end;
+	bool drained = false;
 
 	for (;;) {
-		ssize_t n = recv(c->fd, receive_buffer, sizeof(receive_buffer), 0);
+		ssize_t n;
 
+		if (drained && wait_for_more(c, &end) != 0)
+			return end;
+		n = recv(c->fd, receive_buffer, sizeof(receive_buffer), 0);
 		if (n > 0) {
 			struct byte_span input = { receive_buffer, (size_t)n };
 
 			if (handle_input(c, input) != 0)
 				return TURN_CLOSE;
+			drained = (size_t)n < sizeof(receive_buffer);
 		} else if (n == 0) {
 			return TURN_CLOSE;
 		} else if (errno == EAGAIN) {
 			if (wait_for_more(c, &end) != 0)
 				return end;
+			drained = false;
 		} else if (errno != EINTR) {
 			log_errno("Cannot receive from %s", c->name);
 			return TURN_CLOSE;
@@ -218,23 +237,24 @@ static enum turn_end serve(struct client *c)
 }
 
 enum turn_end connection_serve_turn(int fd, const char *peer,
-				    long long deadline_ms, struct store *store,
-				    struct framer *framer,
-				    const struct connection_limits *limits)
+				    long long deadline_ms,
+				    const struct turn_context *context)
 {
-	struct client c = { .fd = fd, .name = peer, .store = store,
-			    .framer = framer, .limits = limits,
+	struct client c = { .fd = fd, .name = peer, .store = context->store,
+			    .framer = context->framer,
+			    .limits = context->limits,
+			    .stop_fd = context->stop_fd,
 			    .deadline_ms = deadline_ms };
 	enum turn_end end = serve(&c);
 
 	if (end == TURN_CLOSE) {
-		if (framer_pending(framer) > 0)
+		if (framer_pending(c.framer) > 0)
 			log_msg(LOG_NOTICE,
 				"Discarding %zu bytes from %s after its last newline",
-				framer_pending(framer), peer);
+				framer_pending(c.framer), peer);
 		shutdown(fd, SHUT_WR);
 	}
-	framer_reset(framer);
+	framer_reset(c.framer);
 	close(fd);
 	return end;
 }

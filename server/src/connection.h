@@ -27,13 +27,20 @@ enum turn_end {
 	TURN_CLOSE,	/* done: the client left, a bound was hit, or a stop */
 };
 
+/* What a turn works with, besides the connection. */
+struct turn_context {
+	struct store *store;
+	struct framer *framer;	/* reset on return, for the next turn */
+	const struct connection_limits *limits;
+	int stop_fd;	/* any event on it stops the turn, as a signal does */
+};
+
 /* Serves the connected, non-blocking socket fd for one turn and closes
  * this process's copy of it.  The first packet is due by deadline_ms
  * (mstime; 0: none).  On TURN_CLOSE the connection has been shut down, so
- * the client sees the end at once.  The framer is reset on return. */
+ * the client sees the end at once. */
 enum turn_end connection_serve_turn(int fd, const char *peer,
-				    long long deadline_ms, struct store *store,
-				    struct framer *framer,
-				    const struct connection_limits *limits);
+				    long long deadline_ms,
+				    const struct turn_context *context);
 
 #endif

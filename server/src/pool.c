@@ -54,7 +54,8 @@ static size_t table_size(const struct pool *p)
 	return p->config.max_workers * sizeof(struct worker_rec);
 }
 
-static void note_failure(struct pool *p, const char *what)
+/* what failed, and why (strerror, or NULL). */
+static void note_failure(struct pool *p, const char *what, const char *why)
 {
 	unsigned doublings = p->failures < 6 ? p->failures : 6;
 	long long pause = (long long)RETRY_MIN_MS << doublings;
@@ -65,8 +66,8 @@ static void note_failure(struct pool *p, const char *what)
 	p->no_fork_before_ms = now_ms() + pause;
 	if (!p->ready)
 		p->start_failed = true;
-	log_msg(LOG_ERR, "%s; no new connection process for %lld ms", what,
-		pause);
+	log_msg(LOG_ERR, "%s%s%s; no new connection process for %lld ms", what,
+		why ? ": " : "", why ? why : "", pause);
 }
 
 /* The worker's channel is closed; the connection it served ends. */
@@ -99,18 +100,22 @@ static void spawn_worker(struct pool *p, struct worker_rec *w)
 	pid_t pid;
 
 	if (channel_pair(fds) != 0) {
-		note_failure(p, "Cannot create a channel for a connection process");
+		note_failure(p, "Cannot create a channel for a connection process",
+			     strerror(errno));
 		return;
 	}
 	pid = fork();
 	if (pid == 0)
 		become_worker(p, fds[1]);
-	close(fds[1]);
 	if (pid < 0) {
+		const char *why = strerror(errno);
+
 		close(fds[0]);
-		note_failure(p, "Cannot fork a connection process");
+		close(fds[1]);
+		note_failure(p, "Cannot fork a connection process", why);
 		return;
 	}
+	close(fds[1]);
 	*w = (struct worker_rec){ .pid = pid, .channel = fds[0],
 				  .state = W_STARTING, .since_ms = now_ms() };
 	ev.data.u64 = p->config.epoll_tag | (uint64_t)(w - p->workers);
@@ -214,7 +219,7 @@ static void describe_exit(struct pool *p, const struct worker_rec *w,
 		snprintf(what, sizeof(what),
 			 "Connection process %ld exited unasked (status %d)",
 			 (long)w->pid, WEXITSTATUS(status));
-	note_failure(p, what);
+	note_failure(p, what, NULL);
 }
 
 static struct worker_rec *worker_of(struct pool *p, pid_t pid)
@@ -396,38 +401,44 @@ static unsigned unreaped(const struct pool *p)
 	return n;
 }
 
-static unsigned signal_workers(struct pool *p, int signo)
+static void signal_workers(struct pool *p, int signo)
 {
-	unsigned i, live = 0;
+	unsigned i;
 
-	for (i = 0; i < p->config.max_workers; i++) {
-		struct worker_rec *w = &p->workers[i];
-
-		if (w->state == W_FREE)
-			continue;
-		w->asked_to_leave = true;
-		kill(w->pid, signo);
-		live++;
-	}
-	return live;
+	for (i = 0; i < p->config.max_workers; i++)
+		if (p->workers[i].state != W_FREE)
+			kill(p->workers[i].pid, signo);
 }
 
+/* Workers stop when their channel closes: a signal would need a
+ * capability the parent may not have (CAP_KILL, to signal another user),
+ * and a worker in a turn finishes its append first either way. */
 void pool_stop(struct pool *p)
 {
 	long long deadline = now_ms() + STOP_GRACE_MS;
-	unsigned live = signal_workers(p, SIGTERM);
 	bool killed = false;
+	unsigned i;
 
-	while (live > 0) {
+	for (i = 0; i < p->config.max_workers; i++) {
+		p->workers[i].asked_to_leave = true;
+		if (p->workers[i].state != W_FREE)
+			let_go(p, &p->workers[i]);
+	}
+	while (unreaped(p) > 0) {
 		lifecycle_sleep_ms(20);	/* returns early on SIGCHLD */
 		pool_reap(p);
-		live = unreaped(p);
-		if (!killed && live > 0 && now_ms() > deadline) {
-			log_msg(LOG_ERR, "%u connection processes ignored the stop; killing them",
-				live);
-			signal_workers(p, SIGKILL);
-			killed = true;
+		if (now_ms() < deadline)
+			continue;
+		if (killed) {
+			log_msg(LOG_ERR, "%u connection processes did not stop; they end with this process",
+				unreaped(p));
+			break;
 		}
+		log_msg(LOG_ERR, "%u connection processes ignored the stop; killing them",
+			unreaped(p));
+		signal_workers(p, SIGKILL);
+		killed = true;
+		deadline = now_ms() + STOP_GRACE_MS;
 	}
 	lifecycle_parent_memory_free(p->workers, table_size(p));
 	p->workers = NULL;

@@ -75,6 +75,10 @@ static void serve_until_retired(const struct worker_setup *w,
 				struct store *store)
 {
 	struct framer framer;
+	/* The parent closing the channel stops a turn too: it may lack the
+	 * capability to signal a worker that runs as another user. */
+	const struct turn_context context = { store, &framer, w->limits,
+					      w->channel };
 	struct channel_msg msg;
 	int fd;
 
@@ -83,9 +87,9 @@ static void serve_until_retired(const struct worker_setup *w,
 		struct channel_msg report = { .conn = msg.conn };
 
 		report.command = connection_serve_turn(fd, msg.peer,
-						       msg.deadline_ms, store,
-						       &framer, w->limits) ==
-					 TURN_IDLE ? CHANNEL_IDLE : CHANNEL_CLOSE;
+						       msg.deadline_ms,
+						       &context) == TURN_IDLE ?
+					 CHANNEL_IDLE : CHANNEL_CLOSE;
 		if (channel_send(w->channel, &report, -1) != 0) {
 			log_errno("Cannot report to the parent process");
 			break;
