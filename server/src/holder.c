@@ -323,7 +323,7 @@ static void accept_client(struct holder *h)
 		return;
 	h->accept_failures = 0;
 	c = new_connection(h, fd, &peer);
-	/* With TCP_DEFER_ACCEPT the first packet is usually here. */
+	/* A client's first packet has usually arrived by now. */
 	if (bytes_waiting(fd) > 0)
 		dispatch(h, c);
 	else

@@ -149,11 +149,9 @@ int listener_from_systemd(void)
 	return result;
 }
 
-int listener_tune(int fd)
+int listener_disable_nagle(int fd)
 {
-	return set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1) != 0 ||
-	       set_int_option(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, 1) != 0 ?
-		       -1 : 0;
+	return set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
 }
 
 unsigned listener_port(int fd)

@@ -24,13 +24,14 @@ int listener_open(const char *bind_address, unsigned port);
  * (logged).  Clears the LISTEN_* variables either way. */
 int listener_from_systemd(void);
 
-/* Tunes the listening socket.  TCP_NODELAY, which every accepted
- * connection inherits: responses go out in several writes, and without it
- * Nagle's algorithm and the peer's delayed ACK stall each one by ~40 ms.
- * TCP_DEFER_ACCEPT: a connection is accepted once its first bytes are
- * there (or after about a second), so it goes straight to a worker instead
- * of waiting in the parent's epoll set for them. */
-int listener_tune(int fd);
+/* Sets TCP_NODELAY on the listening socket; every accepted connection
+ * inherits it.  Responses go out in several writes, and without it Nagle's
+ * algorithm and the peer's delayed ACK stall each one by ~40 ms.
+ * (TCP_DEFER_ACCEPT was tried and left out: a client's first packet has
+ * nearly always arrived by the time the parent accepts anyway, and it
+ * keeps silent clients in the SYN queue, where a few thousand of them
+ * overflow into SYN cookies.) */
+int listener_disable_nagle(int fd);
 
 /* The port a listening socket is bound to (0 if it cannot tell). */
 unsigned listener_port(int fd);

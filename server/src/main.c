@@ -45,7 +45,7 @@ static int open_listener(struct server *s, int fd)
 	/* The parent accepts in a loop until EAGAIN. */
 	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 ||
 	    fcntl(fd, F_SETFD, FD_CLOEXEC) != 0 ||
-	    listener_tune(fd) != 0) {
+	    listener_disable_nagle(fd) != 0) {
 		log_errno("Cannot configure the listening socket");
 		close(fd);
 		return -1;
