@@ -126,6 +126,8 @@ def test_foreground_pidfile_is_written_and_removed(make_server, tmp_path):
     (["-p"], b"needs a value"),
     (["--no-such-option"], b"unknown option"),
     (["--max-connections", "0"], b"invalid --max-connections"),
+    (["--max-workers", "0"], b"invalid --max-workers"),
+    (["--max-workers", "1025"], b"invalid --max-workers"),
 ])
 def test_bad_options_are_usage_errors(args, message):
     result = run(args)
@@ -138,8 +140,9 @@ def test_help_and_version():
     help_ = run(["--help"])
     assert help_.returncode == 0
     for option in (b"--daemon", b"--port", b"--data-file", b"--pidfile",
-                   b"--log-stderr", b"--max-connections", b"--max-packet",
-                   b"--idle-timeout", b"--send-timeout", b"--user", b"--bind"):
+                   b"--log-stderr", b"--max-connections", b"--max-workers",
+                   b"--max-packet", b"--idle-timeout", b"--send-timeout",
+                   b"--user", b"--bind"):
         assert option in help_.stdout
     version = run(["--version"])
     assert version.returncode == 0 and version.stdout.startswith(b"aesdsocket ")
