@@ -41,12 +41,21 @@ if [ -z "$choice" ]; then
 	fi
 fi
 
-if ! command -v qemu-system-aarch64 >/dev/null; then
-	echo "runqemu.sh: installing qemu-system-arm" >&2
+# QEMU, and what the hints printed below need on a fresh machine: OpenBSD
+# netcat (nc -N) and the OpenSSH client (ssh, scp).
+installed() {
+	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'
+}
+missing=()
+command -v qemu-system-aarch64 >/dev/null || missing+=(qemu-system-arm)
+installed netcat-openbsd || missing+=(netcat-openbsd)
+{ command -v ssh && command -v scp; } >/dev/null || missing+=(openssh-client)
+if ((${#missing[@]})); then
+	echo "runqemu.sh: installing ${missing[*]}" >&2
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo=sudo
 	$sudo apt-get update >&2
-	$sudo apt-get install -y --no-install-recommends qemu-system-arm >&2
+	$sudo apt-get install -y --no-install-recommends "${missing[@]}" >&2
 fi
 
 netdev="user,id=n0,restrict=on"

@@ -190,8 +190,12 @@ build_server() {
 	make -s -C "$src" "${vars[@]}" install-sysv DESTDIR="$root" >&2
 	[ -x "$root/usr/bin/aesdsocket" ] || die "make install did not install /usr/bin/aesdsocket"
 	[ -x "$root/etc/init.d/S99aesdsocket" ] || die "make install-sysv did not install /etc/init.d/S99aesdsocket"
-	# Like Buildroot, ship stripped binaries
+	# Like Buildroot, ship stripped binaries and no documentation (its
+	# target-finalize deletes /usr/share/man, where make install puts the
+	# man page)
 	"${cross}strip" "$root/usr/bin/aesdsocket"
+	rm -rf "$root/usr/share/man"
+	rmdir "$root/usr/share" 2>/dev/null || true
 }
 
 main() {

@@ -146,6 +146,20 @@ class Guest:
         except OSError:
             return ""
 
+    def printed_hints(self):
+        """The commands runqemu.sh printed for the user to try, comments
+        removed: {"nc": ..., "ssh": ..., "scp": ...}."""
+        log = self.console_log()
+        start = log.index("from another terminal:")
+        end = log.index("runqemu.sh: quit with", start)
+        hints = {}
+        for line in log[start:end].splitlines()[1:]:
+            command = line.split("#", 1)[0].strip()
+            if command:
+                name = "nc" if "| nc " in command else command.split()[0]
+                hints[name] = command
+        return hints
+
     # -- commands ----------------------------------------------------------
 
     def run(self, command, timeout=CMD_TIMEOUT):

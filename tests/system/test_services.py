@@ -4,12 +4,13 @@ boot, reachable from the host, ssh/scp, and its init script's lifecycle."""
 import hashlib
 import os
 import re
+import shlex
 import socket
 import subprocess
 
 import pytest
 
-from qemu_guest import DATA_FILE, INIT_SCRIPT, TOP, send_packets
+from qemu_guest import DATA_FILE, INIT_SCRIPT, TOP, send_packets, ssh_options
 
 SOCKETTEST = os.path.join(TOP, "tests", "sockettest.sh")
 
@@ -168,14 +169,44 @@ def test_second_instance_fails_and_keeps_data(guest):
     assert rc == 0, out
 
 
+def test_printed_hints_work(guest, tmp_path):
+    # What runqemu.sh tells a new user to try, run as printed (ssh and scp
+    # with the options a throw-away guest needs: no known_hosts, password)
+    hints = guest.printed_hints()
+    ensure_running_fresh(guest)
+    nc = subprocess.run(["sh", "-c", hints["nc"]], capture_output=True,
+                        timeout=30, check=False)
+    assert (nc.returncode, nc.stdout) == (0, b"hello\n"), nc.stderr.decode()
+
+    ssh = shlex.split(hints["ssh"])
+    result = subprocess.run(["sshpass", "-p", "root", ssh[0], *ssh_options(),
+                             *ssh[1:], "echo hint-ok"], capture_output=True,
+                            timeout=60, check=False)
+    assert result.stdout == b"hint-ok\n", result.stderr.decode()
+
+    source = tmp_path / "notes.txt"
+    source.write_text("from the scp hint\n")
+    scp = [str(source) if word == "FILE" else word
+           for word in shlex.split(hints["scp"])]
+    result = subprocess.run(["sshpass", "-p", "root", scp[0], *ssh_options(),
+                             *scp[1:]], capture_output=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    assert guest.check("cat /tmp/notes.txt") == "from the scp hint\n"
+
+
 def test_guest_reaches_nothing_outside(guest):
     # restrict=on: not even the host, which QEMU's user network shows the
     # guest as 10.0.2.2 (without it, 10.0.2.2:PORT reaches 127.0.0.1:PORT)
+    # The tools are there, or the attempt below would prove nothing
+    guest.check("command -v nc && command -v timeout")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         listener.settimeout(0.5)
         port = listener.getsockname()[1]
-        guest.run(f"echo hello | timeout 5 nc 10.0.2.2 {port}", timeout=30)
+        rc, out = guest.run(f"echo hello | timeout 5 nc 10.0.2.2 {port}", timeout=30)
+        # refused or timed out, not "not found"
+        assert rc not in (0, 126, 127), out
         with pytest.raises(socket.timeout):
             listener.accept()

@@ -1,7 +1,23 @@
 """Shutdown and the next boot: poweroff runs the stop scripts (aesdsocket
-deletes its data file) and QEMU exits 0; the next boot has no stale data."""
+deletes its data file) and QEMU exits 0; the next boot has no stale data.
+The ssh host key: made at the first connection, never shipped in the image;
+the Buildroot image keeps it on its ext4 for the next boots, the fast image
+(in RAM) makes a new one at every boot."""
+
+import subprocess
 
 from qemu_guest import DATA_FILE, INIT_SCRIPT, send_packets
+
+
+def host_key(guest):
+    """The guest's ed25519 host key, as ssh-keyscan reads it."""
+    r = subprocess.run(["ssh-keyscan", "-T", "30", "-t", "ed25519", "-p",
+                        str(guest.ssh_port), "127.0.0.1"],
+                       capture_output=True, text=True, timeout=60, check=False)
+    keys = [line.split()[1:] for line in r.stdout.splitlines()
+            if line and not line.startswith("#")]
+    assert len(keys) == 1, r.stdout + r.stderr
+    return keys[0]
 
 
 def test_poweroff_stops_service_then_fresh_boot(make_guest):
@@ -11,6 +27,7 @@ def test_poweroff_stops_service_then_fresh_boot(make_guest):
     assert send_packets(first.host_port, b"from the first boot\n").endswith(
         b"probe\nfrom the first boot\n")
     first.check(f"test -f {DATA_FILE}")
+    first_key = host_key(first)
 
     status = first.poweroff()
     log = first.console_log()
@@ -28,3 +45,8 @@ def test_poweroff_stops_service_then_fresh_boot(make_guest):
     rc, out = second.run(f"{INIT_SCRIPT} status")
     assert rc == 0, out
     assert send_packets(second.host_port, b"second\n") == b"second\n"
+
+    if second.env["AESD_IMAGE"] == "buildroot":
+        assert host_key(second) == first_key, "a new host key after a reboot"
+    else:
+        assert host_key(second) != first_key, "the same key in two RAM boots"

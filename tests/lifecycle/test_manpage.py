@@ -1,0 +1,162 @@
+"""The man page, aesdsocket.8: installed by `make install`, clean for
+`mandoc -T lint` and `man -l`, and in step with `aesdsocket --help`: the same
+options (short and long names, whether each takes a value, the same
+defaults), compared mechanically so that a new or changed option in the
+server fails here until the page follows."""
+
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+
+import pytest
+
+MANPAGE = pathlib.Path(__file__).resolve().parents[2] / "server" / "aesdsocket.8"
+# conftest.py's static_server is built with these flags; make install must get
+# the same ones, or it would rebuild
+STATIC = ["LDFLAGS=-static"]
+# --help: "  -p, --port PORT           text", continued by deeper-indented lines
+HELP_ENTRY = re.compile(r"^  -(\w), --([\w-]+)(?: ([A-Z]+))?\s{2,}(.*)$")
+# mandoc -T ascii: "     -p, --port port" then the text indented further
+MAN_ENTRY = re.compile(r"^     -(\w), --([\w-]+)(?: (\w+))?$")
+DEFAULT = re.compile(r"\(default:? ([^,;)]+)")
+
+
+def need(name):
+    path = shutil.which(name)
+    # tests/packages/lifecycle.txt lists both: their absence is a failure
+    assert path, f"{name} is not installed (tests/install-deps.sh installs it)"
+    return path
+
+
+def words(text):
+    return " ".join(text.split())
+
+
+def help_options(binary):
+    """{long name: (short letter, argument name or None, description)}."""
+    r = subprocess.run([str(binary), "--help"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    options, current = {}, None
+    for line in r.stdout.splitlines():
+        m = HELP_ENTRY.match(line)
+        if m:
+            current = m.group(2)
+            options[current] = [m.group(1), m.group(3), m.group(4)]
+        elif current and line.startswith("    ") and line.strip():
+            options[current][2] += " " + line.strip()
+        else:
+            current = None
+    return {name: (short, arg, words(text))
+            for name, (short, arg, text) in options.items()}
+
+
+def rendered(manpage):
+    """The page as plain text, rendered by mandoc (which does not hyphenate,
+    so words stay whole)."""
+    r = subprocess.run([need("mandoc"), "-T", "ascii", "-O", "width=78",
+                        str(manpage)], capture_output=True, text=True,
+                       timeout=30, env=dict(os.environ, LC_ALL="C"))
+    assert r.returncode == 0, r.stderr
+    # mandoc -T ascii marks bold and underline with backspaces
+    return re.sub(r".\x08", "", r.stdout)
+
+
+def section(text, name):
+    m = re.search(rf"^{name}\n(.*?)(?=^[A-Z][A-Z ]+\n|\Z)", text, re.M | re.S)
+    assert m, f"no {name} section"
+    return m.group(1)
+
+
+def man_options(manpage):
+    """The OPTIONS list, in the same shape as help_options()."""
+    options, current = {}, None
+    for line in section(rendered(manpage), "OPTIONS").splitlines():
+        m = MAN_ENTRY.match(line)
+        if m:
+            current = m.group(2)
+            options[current] = [m.group(1), m.group(3), ""]
+        elif current and line.startswith("      "):
+            options[current][2] += " " + line.strip()
+        else:
+            current = None
+    return {name: (short, arg, words(text))
+            for name, (short, arg, text) in options.items()}
+
+
+@pytest.fixture(scope="module")
+def both(static_server):
+    return help_options(static_server / "aesdsocket"), man_options(MANPAGE)
+
+
+def test_help_is_parsed(both):
+    helped, _ = both
+    # The parser found the options, not nothing (which would match nothing)
+    assert {"port", "daemon", "help", "version"} <= set(helped), helped
+
+
+def test_same_long_options(both):
+    helped, documented = both
+    assert sorted(set(helped) - set(documented)) == [], "missing from the man page"
+    assert sorted(set(documented) - set(helped)) == [], "not in --help"
+
+
+def test_same_short_letters_and_arguments(both):
+    helped, documented = both
+    for name in set(helped) & set(documented):
+        h_short, h_arg, _ = helped[name]
+        m_short, m_arg, _ = documented[name]
+        assert m_short == h_short, name
+        # PORT in --help, port (italic) in the page
+        assert (m_arg or "").lower() == (h_arg or "").lower(), name
+
+
+def test_same_defaults(both):
+    helped, documented = both
+    checked = 0
+    for name in set(helped) & set(documented):
+        h_default = DEFAULT.search(helped[name][2])
+        m_default = DEFAULT.search(documented[name][2])
+        assert bool(m_default) == bool(h_default), \
+            f"--{name}: --help says {helped[name][2]!r}, the page {documented[name][2]!r}"
+        if h_default:
+            assert m_default.group(1) == h_default.group(1), name
+            checked += 1
+    assert checked >= 5, "the defaults of --help were not found"
+
+
+def test_synopsis_lists_every_short_option(both):
+    helped, _ = both
+    synopsis = section(rendered(MANPAGE), "SYNOPSIS")
+    letters = set(re.findall(r"\[-(\w+)", synopsis))
+    listed = {c for group in letters for c in group}
+    assert listed == {short for short, _, _ in helped.values()}
+
+
+def test_mandoc_lint_is_clean():
+    # -W warning: "STYLE" messages include "referenced manual not found",
+    # which depends on the pages installed on the machine running the test
+    r = subprocess.run([need("mandoc"), "-T", "lint", "-W", "warning",
+                        str(MANPAGE)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0 and not (r.stdout + r.stderr), r.stdout + r.stderr
+
+
+def test_make_install_installs_the_page_and_man_reads_it(static_server, tmp_path):
+    # The same flags as the build, or make would rebuild for the install
+    subprocess.run(["make", "-s", "-C", str(static_server), *STATIC, "install",
+                    f"DESTDIR={tmp_path}", "PREFIX=/usr"],
+                   check=True, timeout=60, stdout=subprocess.DEVNULL)
+    installed = tmp_path / "usr/share/man/man8/aesdsocket.8"
+    assert installed.read_bytes() == MANPAGE.read_bytes()
+    assert oct(installed.stat().st_mode & 0o777) == "0o644"
+    r = subprocess.run([need("man"), "-l", str(installed)], capture_output=True,
+                       text=True, timeout=60,
+                       env=dict(os.environ, MANPAGER="cat", PAGER="cat",
+                                MANWIDTH="80", LC_ALL="C"))
+    assert r.returncode == 0, r.stderr
+    # groff's warnings (unknown macros, bad escapes) go to stderr
+    assert r.stderr == ""
+    assert "aesdsocket" in r.stdout and "--max-packet" in words(r.stdout)
