@@ -111,3 +111,20 @@ def test_both_init_systems_get_the_defaults_file(tmp_path, target):
     installed = tmp_path / "etc/default/aesdsocket"
     assert installed.read_bytes() == DEFAULT.read_bytes()
     assert (installed.stat().st_mode & 0o777) == 0o644
+
+
+@pytest.mark.parametrize("werror, expected", [(None, True), ("0", False),
+                                              ("1", True)])
+def test_werror_is_on_for_development_and_can_be_turned_off(tmp_path, werror,
+                                                            expected):
+    """Buildroot's package passes WERROR=0: a compiler we have not tried
+    must not fail a package build with a new warning."""
+    args = ["make", "-n", "-C", str(SERVER), f"BUILD={tmp_path}/build"]
+    if werror is not None:
+        args.append(f"WERROR={werror}")
+    out = subprocess.run(args, capture_output=True, text=True, check=True,
+                         timeout=60).stdout
+    compiles = [line for line in out.splitlines() if " -c -o " in line]
+    assert compiles
+    assert all(("-Werror" in line) == expected for line in compiles)
+    assert all("-Wall" in line and "-Wextra" in line for line in compiles)
