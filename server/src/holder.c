@@ -289,11 +289,8 @@ static bool survive_accept_error(struct holder *h)
 	case EOPNOTSUPP:
 		return true;
 	}
-	pause = (long long)ACCEPT_RETRY_MIN_MS <<
-		(h->accept_failures < 6 ? h->accept_failures : 6);
-	if (pause > ACCEPT_RETRY_MAX_MS)
-		pause = ACCEPT_RETRY_MAX_MS;
-	h->accept_failures++;
+	pause = backoff_ms(h->accept_failures++, ACCEPT_RETRY_MIN_MS,
+			   ACCEPT_RETRY_MAX_MS);
 	log_errno("Cannot accept connections; trying again in %lld ms", pause);
 	h->accept_again_ms = now_ms() + pause;
 	watch_listener(h, false);

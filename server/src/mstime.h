@@ -1,8 +1,8 @@
 /*
  * mstime: CLOCK_MONOTONIC in milliseconds, the one time unit of deadlines
- * in this program, and its conversion to the timespec that ppoll() and
- * epoll_pwait2() take.  CLOCK_MONOTONIC is shared by every process, so a
- * deadline the parent computes means the same to a worker.
+ * in this program, its conversion to the timespec that ppoll() takes, and
+ * the back-off after repeated failures.  CLOCK_MONOTONIC is shared by every
+ * process, so a deadline the parent computes means the same to a worker.
  */
 #ifndef AESD_MSTIME_H
 #define AESD_MSTIME_H
@@ -22,6 +22,16 @@ static inline struct timespec ms_timespec(long long ms)
 	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
 
 	return ts;
+}
+
+/* Exponential back-off: first_ms after the first failure in a row,
+ * doubling with each further one, at most max_ms. */
+static inline long long backoff_ms(unsigned failures, long long first_ms,
+				   long long max_ms)
+{
+	long long ms = first_ms << (failures < 16 ? failures : 16);
+
+	return ms < max_ms ? ms : max_ms;
 }
 
 #endif

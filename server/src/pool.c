@@ -54,15 +54,11 @@ static size_t table_size(const struct pool *p)
 	return p->config.max_workers * sizeof(struct worker_rec);
 }
 
-/* what failed, and why (strerror, or NULL). */
+/* Logs what failed, and why (strerror, or NULL), and pauses forking. */
 static void note_failure(struct pool *p, const char *what, const char *why)
 {
-	unsigned doublings = p->failures < 6 ? p->failures : 6;
-	long long pause = (long long)RETRY_MIN_MS << doublings;
+	long long pause = backoff_ms(p->failures++, RETRY_MIN_MS, RETRY_MAX_MS);
 
-	if (pause > RETRY_MAX_MS)
-		pause = RETRY_MAX_MS;
-	p->failures++;
 	p->no_fork_before_ms = now_ms() + pause;
 	if (!p->ready)
 		p->start_failed = true;
