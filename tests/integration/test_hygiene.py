@@ -51,7 +51,9 @@ def exchange_on(port, packet, expected_len):
 SIGNALS = [signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM,
            signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO, signal.SIGPWR,
            signal.SIGQUIT, signal.SIGXCPU, signal.SIGRTMIN + 4,
-           signal.SIGRTMAX, signal.SIGSEGV, signal.SIGBUS]
+           pytest.param(signal.SIGRTMAX, marks=pytest.mark.skipif(
+               UNDER_VALGRIND, reason="valgrind keeps SIGRTMAX for itself")),
+           signal.SIGSEGV, signal.SIGBUS]
 
 
 def signal_name(signo):
@@ -135,8 +137,10 @@ def test_foreground_with_stdio_closed(make_server):
                 extra = b""
             assert extra == b"", f"more than the file in a response: {extra!r}"
     assert read_bytes(server.data_file) == sent
-    for fd in (0, 1, 2):
-        assert os.readlink(f"/proc/{server.proc.pid}/fd/{fd}") == "/dev/null"
+    if not UNDER_VALGRIND:      # valgrind's own log may take a free fd 2
+        for fd in (0, 1, 2):
+            assert os.readlink(f"/proc/{server.proc.pid}/fd/{fd}") == \
+                "/dev/null"
 
 
 def test_daemon_with_stdio_closed_serves(tmp_path):
