@@ -287,7 +287,9 @@ static int redirect_stdio(void)
 	return 0;
 }
 
-/* The original process: wait for the daemon's verdict, exit with it. */
+/* The original process: wait for the daemon's verdict, exit with it.
+ * _exit(): the daemon carries on with this process's state (stdio buffers,
+ * atexit handlers), which must not be flushed or run twice. */
 static void wait_for_readiness(int ready_fd)
 {
 	char verdict = 0;
@@ -297,10 +299,10 @@ static void wait_for_readiness(int ready_fd)
 		n = read(ready_fd, &verdict, 1);
 	} while (n < 0 && errno == EINTR);
 	if (n == 1 && verdict == 'R')
-		exit(EXIT_SUCCESS);
+		_exit(EXIT_SUCCESS);
 	fprintf(stderr,
 		"aesdsocket: the background server failed to start; see the system log\n");
-	exit(EXIT_FAILURE);
+	_exit(EXIT_FAILURE);
 }
 
 int lifecycle_daemonize(int *ready_fd)
