@@ -190,13 +190,18 @@ void pool_channel_event(struct pool *p, uint32_t index)
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n > 0 || (n < 0 && errno == EBADMSG)) {
-		/* a report it had no business sending */
-		log_msg(LOG_ERR,
-			"Connection process %ld sent an invalid message; stopping it",
-			(long)w->pid);
+		/* A report it had no business sending.  It counts as a failure
+		 * now: if it survives the kill (no CAP_KILL), its reaping must
+		 * not be what the next fork waits for. */
+		char what[80];
+
+		snprintf(what, sizeof(what),
+			 "Connection process %ld sent an invalid message", (long)w->pid);
+		note_failure(p, what, NULL);
 		kill(w->pid, SIGKILL);
+		w->asked_to_leave = true;
 	}
-	let_go(p, w);	/* it closed its channel: it is leaving */
+	let_go(p, w);	/* or it closed its channel: it is leaving */
 }
 
 static void describe_exit(struct pool *p, const struct worker_rec *w,
@@ -294,19 +299,22 @@ static void retire(struct pool *p, struct worker_rec *w)
 
 struct census {
 	unsigned live, ready_or_starting, idle;
+	unsigned unexplained;	/* left unasked, not yet reaped */
 };
 
 static struct census count_workers(const struct pool *p)
 {
-	struct census c = { 0, 0, 0 };
+	struct census c = { 0, 0, 0, 0 };
 	unsigned i;
 
 	for (i = 0; i < p->config.max_workers; i++) {
-		enum worker_state s = p->workers[i].state;
+		const struct worker_rec *w = &p->workers[i];
 
-		c.live += s != W_FREE && s != W_LEAVING;
-		c.ready_or_starting += s == W_IDLE || s == W_STARTING;
-		c.idle += s == W_IDLE;
+		c.live += w->state != W_FREE && w->state != W_LEAVING;
+		c.ready_or_starting += w->state == W_IDLE ||
+				       w->state == W_STARTING;
+		c.idle += w->state == W_IDLE;
+		c.unexplained += w->state == W_LEAVING && !w->asked_to_leave;
 	}
 	return c;
 }
@@ -321,12 +329,16 @@ static struct worker_rec *free_record(struct pool *p)
 	return NULL;
 }
 
-/* Forks until queued + MIN_SPARE workers are idle or starting. */
+/* Forks until queued + MIN_SPARE workers are idle or starting; not while
+ * a worker that left unasked is still to be reaped, since its reaping is
+ * what brakes a crash loop. */
 static long long fork_for_demand(struct pool *p, unsigned queued)
 {
 	struct census c = count_workers(p);
 	struct worker_rec *w;
 
+	if (c.unexplained > 0)
+		return -1;	/* SIGCHLD will wake the loop */
 	while (c.ready_or_starting < queued + MIN_SPARE &&
 	       c.live < p->config.max_workers && (w = free_record(p))) {
 		long long wait_ms = p->no_fork_before_ms - now_ms();
