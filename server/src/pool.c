@@ -280,9 +280,13 @@ int pool_assign(struct pool *p, uint32_t conn, int fd, const char *peer,
 		return -1;
 	snprintf(msg.peer, sizeof(msg.peer), "%s", peer);
 	if (channel_send(w->channel, &msg, fd) != 0) {
-		log_errno("Cannot hand a connection to process %ld; stopping it",
-			  (long)w->pid);
+		char what[80];
+
+		snprintf(what, sizeof(what),
+			 "Cannot hand a connection to process %ld", (long)w->pid);
+		note_failure(p, what, strerror(errno));
 		kill(w->pid, SIGKILL);
+		w->asked_to_leave = true;	/* counted already */
 		let_go(p, w);
 		return -1;
 	}
