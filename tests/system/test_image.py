@@ -5,7 +5,7 @@ Buildroot image"), and the buildroot-image stage checks that rebuilding the
 package and the root file system gives the same bytes; here, the image under
 test has what made its rootfs.ext4 reproducible: a fixed UUID and directory
 hash seed, and Buildroot's SOURCE_DATE_EPOCH as the time stamps mke2fs
-writes."""
+writes and as every time of the files, ctime included."""
 
 import calendar
 import hashlib
@@ -68,3 +68,11 @@ def buildroot_rootfs_has_fixed_identity_and_times():
     # (the later times change when the image is booted; this one never)
     created = fields["Filesystem created"]
     assert calendar.timegm(time.strptime(created, "%a %b %d %H:%M:%S %Y")) == epoch, created
+    # Every time of every file, ctime included (files a boot does not touch)
+    for path in ("/usr/bin/aesdsocket", "/etc/init.d/S99aesdsocket", "/etc/shadow"):
+        r = subprocess.run(["debugfs", "-R", f"stat {path}",
+                            os.path.join(BR_IMAGES, "rootfs.ext4")],
+                           capture_output=True, text=True, timeout=60)
+        times = dict(re.findall(r"^\s*(\w+): 0x([0-9a-f]+):", r.stdout, re.M))
+        assert set(times) >= {"ctime", "mtime", "atime"}, r.stdout + r.stderr
+        assert {int(t, 16) for t in times.values()} == {epoch}, f"{path}: {times}"
