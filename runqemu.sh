@@ -71,8 +71,10 @@ case "$choice" in
 		echo "runqemu.sh: booting the Buildroot image from $br_images" >&2
 		drive="file=${AESD_ROOTFS:-$br_images/rootfs.ext4},if=none,format=raw,id=hd0"
 		[ "${AESD_QEMU_SNAPSHOT:-0}" = 1 ] && drive+=",snapshot=on"
+		# quiet: the kernel's messages on the emulated serial console
+		# cost a few tenths of a second (dmesg still has them)
 		args+=(-kernel "$br_images/Image"
-			-append "rootwait root=/dev/vda console=ttyAMA0 ${AESD_QEMU_APPEND:-}"
+			-append "rootwait root=/dev/vda console=ttyAMA0 quiet ${AESD_QEMU_APPEND:-}"
 			-drive "$drive" -device "virtio-blk-device,drive=hd0")
 		;;
 	fast)

@@ -15,6 +15,21 @@ if [ ! -f "$CONFIG" ]; then
 	exit 1
 fi
 
+# A tree configured by the offline recipe (../shared/br-offline, used by
+# ./test.sh buildroot-image) has its deviations in .config: an external
+# Debian toolchain, another kernel version, no downloads. Saving them would
+# put them into our defconfig.
+if grep -q '^BR2_PACKAGE_OVERRIDE_FILE="..*"' "$CONFIG"; then
+	echo "error: $CONFIG uses a package override file (an offline build?):" >&2
+	grep '^BR2_PACKAGE_OVERRIDE_FILE=' "$CONFIG" >&2
+	echo "Not saving it. Edit base_external/configs/aesd_qemu_defconfig by hand, or" >&2
+	echo "use an output directory of its own:" >&2
+	echo "  make -C buildroot O=/tmp/aesd-config BR2_EXTERNAL=$PWD/base_external aesd_qemu_defconfig" >&2
+	echo "  make -C buildroot O=/tmp/aesd-config menuconfig" >&2
+	echo "  make -C buildroot O=/tmp/aesd-config savedefconfig BR2_DEFCONFIG=$DEFCONFIG" >&2
+	exit 1
+fi
+
 echo "==> Saving the Buildroot configuration to $DEFCONFIG"
 make -C buildroot savedefconfig BR2_DEFCONFIG="$DEFCONFIG"
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of aesd-system, installing what it needs first.
 #   ./test.sh            everything
-#   ./test.sh unit ...   only the named stages (see STAGES below)
+#   ./test.sh unit ...   only the named stages (see STAGES below, and
+#                        buildroot-image, which is not in the default list)
 # Each stage runs even if an earlier one failed; the exit status is 0 only
 # when all passed.  Needs root or sudo (apt-get, tmpfs mounts, chroots).
 set -u
@@ -93,6 +94,13 @@ stage_system() {
 	"${PYTEST[@]}" tests/system
 }
 
+# Not in the default list: a clean Buildroot build takes tens of minutes.
+# Builds the Buildroot image with ../shared/br-offline (or prints SKIP:),
+# then runs the system suite on it.
+stage_buildroot_image() {
+	bash tests/system/buildroot-image.sh
+}
+
 STAGES=(deps build unit shellcheck integration sanitize valgrind sockettest
 	lifecycle buildroot fuzz bench system)
 [ $# -gt 0 ] && STAGES=("$@")
@@ -101,7 +109,13 @@ passed=0 failed=0 failures=""
 for stage in "${STAGES[@]}"; do
 	echo "=== stage $stage"
 	start=$SECONDS
-	if "stage_$stage"; then
+	if ! declare -F "stage_${stage//-/_}" >/dev/null; then
+		failed=$((failed + 1))
+		failures="$failures $stage"
+		echo "=== stage $stage: FAILED (no such stage)"
+		continue
+	fi
+	if "stage_${stage//-/_}"; then
 		passed=$((passed + 1))
 		echo "=== stage $stage: ok ($((SECONDS - start)) s)"
 	else

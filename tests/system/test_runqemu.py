@@ -4,7 +4,6 @@ apt-get and qemu-system-aarch64, it must install what it and the hints it
 prints need, and only what is missing."""
 
 import os
-import pathlib
 import subprocess
 import time
 
@@ -19,9 +18,9 @@ PATH=/usr/bin:/bin
 # "installed" once the fake apt-get has run install
 pkg=$(for a; do last=$a; done; echo "$last")
 if [ -e "$STUBS/.installed" ] || grep -qx "$pkg" "$STUBS/.preinstalled" 2>/dev/null; then
-	printf 'install ok installed'
+    printf 'install ok installed'
 else
-	exit 1
+    exit 1
 fi
 """
 
@@ -30,8 +29,8 @@ PATH=/usr/bin:/bin
 echo "$*" >> "$STUBS/.apt-get.log"
 [ "$1" = update ] && exit 0
 for tool in qemu-system-aarch64 nc ssh scp; do
-	printf '%s\\n' "$RECORDER" > "$STUBS/$tool"
-	chmod +x "$STUBS/$tool"
+    printf '%s\\n' "$RECORDER" > "$STUBS/$tool"
+    chmod +x "$STUBS/$tool"
 done
 touch "$STUBS/.installed"
 """

@@ -1,0 +1,96 @@
+#!/usr/bin/python3
+"""Where a boot's time goes: boot the image N times with runqemu.sh and time
+every console line from QEMU's start (host clock), until port 9000 answers
+through the forward; print each boot's timeline and the median.
+
+    tests/system/boot_time.py [-n 5] [--image fast|buildroot] [-v]
+
+The Buildroot image boots with AESD_QEMU_SNAPSHOT=1, so every boot is the
+first boot of a fresh image, as for the fast image (which lives in RAM).
+The fast image must have been built (image/out/, or AESD_IMAGE_OUT).
+A line's time is when its end reached the host: for "Starting X: OK", the
+end of X's start script; the time since the line before is what X took.
+Extra kernel command line (e.g. loglevel=7 to see the kernel's own lines)
+goes in AESD_QEMU_APPEND, as for runqemu.sh.
+"""
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import time
+
+import pexpect
+
+from qemu_guest import BOOT_TIMEOUT, RUNQEMU, free_port, probe_port
+
+
+def boot_once(image, verbose):
+    """Boot, return ([(seconds, line)], seconds until the port answered)."""
+    port, ssh_port = free_port(), free_port()
+    env = dict(os.environ, AESD_IMAGE=image, AESD_HOST_PORT=str(port),
+               AESD_SSH_PORT=str(ssh_port), AESD_QEMU_SNAPSHOT="1")
+    started = time.monotonic()
+    child = pexpect.spawn(RUNQEMU, env=env, encoding="utf-8",
+                          codec_errors="replace", dimensions=(50, 250))
+    lines = []
+    try:
+        deadline = started + BOOT_TIMEOUT
+        while True:
+            child.expect(r"\r*\n", timeout=max(1, deadline - time.monotonic()))
+            now = time.monotonic() - started
+            line = child.before.strip()
+            lines.append((now, line))
+            if verbose:
+                print(f"{now:7.2f}  {line}", flush=True)
+            if "Starting aesdsocket: OK" in line:
+                break
+        if not probe_port(port, timeout=max(1, deadline - time.monotonic())):
+            raise SystemExit("aesdsocket started but port 9000 does not answer")
+        answered = time.monotonic() - started
+        lines.append((answered, "(port 9000 answered through the forward)"))
+        return lines, answered
+    finally:
+        # QEMU is our child; the image is a snapshot or in RAM
+        child.terminate(force=True)
+
+
+def milestones(lines):
+    """The lines worth a column: the kernel's first, init's, the scripts'."""
+    picked = []
+    for seconds, line in lines:
+        if (line.startswith("runqemu.sh: booting") or
+                re.match(r"(\[ *[\d.]+\] )?(Booting Linux|Run /s?bin/init)", line) or
+                re.search(r"(OK|FAIL)$|^(Starting|Running|Loading) |not found|"
+                          r"port 9000", line)):
+            picked.append((seconds, line))
+    return picked
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=5, help="boots (default 5)")
+    parser.add_argument("--image", choices=("fast", "buildroot"),
+                        default=os.environ.get("AESD_IMAGE", "buildroot"))
+    parser.add_argument("-v", action="store_true", help="print every line")
+    args = parser.parse_args()
+
+    results = []
+    for n in range(args.n):
+        lines, answered = boot_once(args.image, args.v)
+        results.append(answered)
+        print(f"boot {n + 1} ({args.image}, load {os.getloadavg()[0]:.1f}):")
+        previous = 0.0
+        for seconds, line in milestones(lines):
+            print(f"  {seconds:6.2f} s  (+{seconds - previous:5.2f})  {line}")
+            previous = seconds
+    print(f"QEMU start to port 9000 answering, {args.image} image, "
+          f"{len(results)} boots: median {statistics.median(results):.2f} s "
+          f"(min {min(results):.2f}, max {max(results):.2f}; "
+          + ", ".join(f"{r:.2f}" for r in results) + ")")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+#!/bin/bash
+# The buildroot-image stage of test.sh: build the Buildroot image where
+# runqemu.sh finds it (buildroot/output/images), then run the system suite
+# on it (AESD_IMAGE=buildroot).
+#
+# The build uses the offline recipe in ../shared/br-offline (Debian's cross
+# toolchain and Debian's sources in place of Buildroot's downloads; see its
+# NOTES.md), which exists on the project's development machine only;
+# without it, or without a Buildroot tree, this prints "SKIP:" and exits 0.
+#
+#   - no build yet, or a configuration that changed since the last one
+#     (base_external/, the offline fragment, the Buildroot commit): a clean
+#     build, tens of minutes;
+#   - then, twice, only the package and the root file system (make
+#     aesd-assignments-rebuild all), which is what a change to server/
+#     needs; the second time must rebuild nothing else and give the same
+#     rootfs.ext4 and Image, bit for bit.
+#
+# Environment: BR_OFFLINE_DIR (the recipe's work directory, default
+# ${TMPDIR:-/tmp}/br-offline), AESD_BR_OFFLINE (the recipe, default
+# ../shared/br-offline next to the project).
+set -euo pipefail
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+recipe=${AESD_BR_OFFLINE:-$(dirname "$top")/shared/br-offline}
+export BR_OFFLINE_DIR=${BR_OFFLINE_DIR:-${TMPDIR:-/tmp}/br-offline}
+br=$top/buildroot
+images=$br/output/images
+stamp=$br/output/.aesd-offline-config
+
+log() { printf 'buildroot-image: %s\n' "$*"; }
+skip() { printf 'SKIP: %s\n' "$*"; exit 0; }
+
+if ! [ -x "$recipe/build-offline.sh" ] || ! [ -x "$recipe/setup-offline.sh" ]; then
+	skip "no offline Buildroot recipe at $recipe (it exists only on the development machine; elsewhere build with ./build.sh and run AESD_IMAGE=buildroot pytest tests/system)"
+fi
+
+# The pinned Buildroot, as ./build.sh gets it
+if ! git -C "$top" submodule update --init buildroot; then
+	[ -f "$br/Makefile" ] || skip "no Buildroot tree: 'git submodule update --init buildroot' failed"
+	log "warning: could not update the submodule; using the tree in $br"
+fi
+[ -f "$br/Makefile" ] || skip "no Buildroot tree in $br"
+
+if [ -f "$br/.config" ] && ! grep -qs "^BR2_PACKAGE_OVERRIDE_FILE=\"$BR_OFFLINE_DIR/local.mk\"" "$br/.config"; then
+	echo "buildroot-image: $br/.config is not the offline recipe's (a ./build.sh build?);" >&2
+	echo "buildroot-image: not touching it. Run ./clean.sh first to build offline here." >&2
+	exit 1
+fi
+
+# Buildroot's own choice of time stamp (the Buildroot commit's date), as
+# in ./build.sh
+unset SOURCE_DATE_EPOCH
+
+if ! [ -f "$BR_OFFLINE_DIR/offline.config" ]; then
+	log "preparing the offline recipe in $BR_OFFLINE_DIR"
+	"$recipe/setup-offline.sh"
+fi
+
+# Everything a clean build depends on besides server/
+config_id() {
+	{
+		git -C "$br" rev-parse HEAD
+		cat "$BR_OFFLINE_DIR/offline.config" "$BR_OFFLINE_DIR/local.mk"
+		(cd "$top/base_external" && find . -type f | LC_ALL=C sort | xargs sha256sum)
+	} | sha256sum | cut -d' ' -f1
+}
+
+# offline NAME RECONFIGURE [MAKE_ARGS]: run the recipe's build, its output
+# in buildroot/output/aesd-NAME.log
+offline() {
+	local rc=0 log=$br/output/aesd-$1.log
+	BUILD_LOG=/dev/null RECONFIGURE=$2 MAKE_ARGS=${3:-} \
+		"$recipe/build-offline.sh" "$top" > "$log" 2>&1 || rc=$?
+	if [ "$rc" -ne 0 ]; then
+		tail -n 40 "$log" >&2
+		echo "buildroot-image: the $1 build failed (log: $log)" >&2
+	fi
+	return "$rc"
+}
+
+if ! [ -f "$images/rootfs.ext4" ] || ! [ -f "$images/Image" ] ||
+	[ "$(cat "$stamp" 2>/dev/null)" != "$(config_id)" ]; then
+	log "clean build (no image yet, or its configuration changed): tens of minutes"
+	rm -f "$stamp"
+	if [ -d "$br/output" ]; then
+		nice -n 19 make -s -C "$br" clean
+	fi
+	mkdir -p "$br/output"
+	start=$SECONDS
+	offline clean 1
+	log "clean build: $((SECONDS - start)) s"
+	config_id > "$stamp"
+fi
+
+# What a change to server/ needs: the package and the root file system
+# again. The first rebuild also catches up with anything else that is out
+# of date (an edited BusyBox fragment, say); the second must rebuild the
+# package alone, leave the kernel alone, and give the same bytes.
+offline rebuild 0 "aesd-assignments-rebuild all"
+first=$(cd "$images" && sha256sum Image rootfs.ext2)
+
+marker=$br/output/.aesd-rebuild-start
+touch "$marker"
+start=$SECONDS
+offline rebuild-again 0 "aesd-assignments-rebuild all"
+log "package-only rebuild (aesd-assignments and the root file system): $((SECONDS - start)) s"
+rebuilt=$(find "$br/output/build" -mindepth 2 -maxdepth 2 -name .stamp_built \
+	-newer "$marker" -printf '%h\n' | xargs -r -n1 basename | sort)
+if [ "$rebuilt" != "aesd-assignments-1.0" ]; then
+	echo "buildroot-image: the package rebuild rebuilt more than aesd-assignments:" >&2
+	echo "$rebuilt" >&2
+	exit 1
+fi
+if [ "$images/Image" -nt "$marker" ] || ! [ "$images/rootfs.ext2" -nt "$marker" ]; then
+	echo "buildroot-image: expected a new rootfs.ext2 and the same Image" >&2
+	exit 1
+fi
+second=$(cd "$images" && sha256sum Image rootfs.ext2)
+if [ "$first" != "$second" ]; then
+	printf 'buildroot-image: the same inputs gave other bytes:\n%s\n%s\n' "$first" "$second" >&2
+	exit 1
+fi
+log "two package rebuilds gave the same Image and rootfs.ext2:"
+echo "$second"
+ls -l "$images/Image" "$images/rootfs.ext2"
+
+cd "$top"
+AESD_IMAGE=buildroot /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/system
