@@ -80,6 +80,7 @@ class Guest:
         self.child = None
         self.logfile = None
         self.started = None
+        self.load_at_boot = None
         self.port_seconds = None
         started_guests.append(self)
 
@@ -96,6 +97,8 @@ class Guest:
         is no good: QEMU's user network accepts host connections before the
         guest listens and delivers their data whenever the guest does."""
         self.logfile = open(self.logpath, "a", encoding="utf-8", errors="replace")
+        # how busy the machine was, for whoever judges the boot time
+        self.load_at_boot = os.getloadavg()[0]
         self.started = time.monotonic()
         self.child = pexpect.spawn(
             RUNQEMU, env=self.env, encoding="utf-8", codec_errors="replace",

@@ -43,6 +43,23 @@ def test_aesdsocket_runs_from_boot(guest):
     assert rc == 0, out
 
 
+# QEMU's start to port 9000 answering, under TCG with 1 vCPU, at most. The
+# Buildroot image's is issue 10's requirement (measured: 2.1 to 3.1 s at a
+# load below 1); the fast image's is a guard against regressions, twice its
+# usual 3 s (measured: 2.8 to 4.6 s).
+BOOT_BUDGET = {"buildroot": 4.0, "fast": 6.0}
+
+
+def test_boots_within_budget(guest):
+    if guest.load_at_boot > os.cpu_count():
+        pytest.skip(f"machine too busy to time a boot: load {guest.load_at_boot:.1f} "
+                    f"on {os.cpu_count()} CPUs")
+    budget = BOOT_BUDGET[guest.env["AESD_IMAGE"]]
+    assert guest.port_seconds < budget, \
+        f"port 9000 answered {guest.port_seconds:.1f} s after QEMU's start, " \
+        f"budget {budget} s (load {guest.load_at_boot:.1f})"
+
+
 def test_clients_are_served_by_the_aesd_user(guest):
     # /etc/default/aesdsocket runs connection processes as aesd; only the
     # supervising parent (no client I/O) keeps root
