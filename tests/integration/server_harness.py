@@ -116,17 +116,7 @@ def unix_socket_types():
 
 def tcp_socket_states():
     """{inode: state} of every TCP socket (0x0A = listening)."""
-    states = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                lines = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            states[int(fields[9])] = int(fields[3], 16)
-    return states
+    return {inode: state for _, _, state, _, inode in tcp_entries()}
 
 
 def recv_exactly(sock, n, timeout=5.0):
@@ -266,6 +256,33 @@ def assert_served(server, before):
     packet = b"still serving %d\n" % time.monotonic_ns()
     assert send_packet(server, packet, before + packet) == before + packet
     return before + packet
+
+
+def grow_file(server, megabytes):
+    """Appends megabytes packets of 1 MB each over one connection, each
+    checked; returns the file's content."""
+    expected = b""
+    with server.connect() as sock:
+        for i in range(megabytes):
+            packet = bytes([ord("a") + i]) * (1000 * 1000) + b"\n"
+            expected += packet
+            sock.sendall(packet)
+            assert recv_exactly(sock, len(expected), timeout=30) == expected
+    return expected
+
+
+def open_after_one_exchange(server, count, label, expected=b""):
+    """count connections, each left open after one checked exchange (idle
+    at a packet boundary); returns them and the file's content."""
+    socks = []
+    for i in range(count):
+        sock = server.connect()
+        socks.append(sock)
+        packet = b"%s %03d\n" % (label, i)
+        expected += packet
+        sock.sendall(packet)
+        assert recv_until_suffix(sock, packet) == expected
+    return socks, expected
 
 
 def proc_exists(pid):

@@ -22,8 +22,8 @@ import time
 import pytest
 
 from server_harness import (UNDER_VALGRIND, assert_closed_by_server,
-                            assert_served, expect_start_failure, pid_alive,
-                            proc_exists, read_bytes, recv_exactly,
+                            assert_served, expect_start_failure, grow_file,
+                            pid_alive, proc_exists, read_bytes, recv_exactly,
                             recv_until_suffix, rst_close, scaled, send_packet,
                             status_field, tcp_entries,
                             wait_server_read_everything, wait_until,
@@ -177,13 +177,7 @@ def test_client_that_never_reads_is_disconnected(make_server):
     server = make_server("--send-timeout", "1")
     # grow the file to 6 MB so that one response overflows the socket
     # buffers (the server's send buffer autotunes up to tcp_wmem's 4 MB)
-    expected = b""
-    with server.connect() as sock:
-        for i in range(6):
-            packet = bytes([ord("a") + i]) * (1000 * 1000) + b"\n"
-            expected += packet
-            sock.sendall(packet)
-            assert recv_exactly(sock, len(expected), timeout=30) == expected
+    expected = grow_file(server, 6)
 
     stubborn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     stubborn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -445,7 +439,7 @@ def test_1000_idle_clients_against_the_worker_bound(make_server):
             idle.append(server.connect(timeout=10))
             if len(idle) % 50 == 0:
                 most_workers = max(most_workers, len(server.workers()))
-        # held (accepted after TCP_DEFER_ACCEPT's second), not served
+        # held by the parent, not served
         wait_until(lambda: server.log().count("Accepted connection") >= 1001,
                    scaled(10), what="1000 connections accepted")
         for _ in range(20):

@@ -12,7 +12,8 @@ import pytest
 
 import faultshim as shim
 from server_harness import (BINARY, UNDER_VALGRIND, WRAPPER, assert_served,
-                            fd_targets, free_port, live_children, pid_alive,
+                            fd_targets, free_port, live_children,
+                            open_after_one_exchange, pid_alive,
                             port_accepts, read_bytes, recv_exactly, scaled,
                             socket_inode, tcp_socket_states, unix_socket_types,
                             wait_server_read_everything, wait_until)
@@ -228,14 +229,8 @@ def hold_connections(server):
     """Connections in every state: silent, idle after an exchange, and one
     with a packet in flight (so one worker holds a TCP socket)."""
     socks = [server.connect() for _ in range(3)]
-    expected = b""
-    for i in range(3):
-        sock = server.connect()
-        socks.append(sock)
-        packet = b"idle after %d\n" % i
-        expected += packet
-        sock.sendall(packet)
-        assert recv_exactly(sock, len(expected)) == expected
+    idle, expected = open_after_one_exchange(server, 3, b"idle after")
+    socks += idle
     busy = server.connect()
     busy.sendall(b"in flight")
     wait_server_read_everything(server, busy)

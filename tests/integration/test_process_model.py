@@ -21,7 +21,8 @@ import pytest
 
 import faultshim as shim
 from server_harness import (BINARY, IS_ROOT, WRAPPER, assert_served,
-                            expect_start_failure, free_port, live_children,
+                            expect_start_failure, free_port, grow_file,
+                            live_children, open_after_one_exchange,
                             pid_alive, port_accepts, read_bytes, recv_exactly,
                             recv_until_suffix, scaled, shared_tmp_dir,
                             wait_server_read_everything, wait_until)
@@ -119,18 +120,12 @@ def test_idle_clients_do_not_keep_a_new_client_waiting(make_server):
     server = make_server()
     after_one, silent = [], []
     try:
-        expected = b""
-        for i in range(100):
-            sock = server.connect()
-            after_one.append(sock)
-            packet = b"first exchange %03d\n" % i
-            expected += packet
-            sock.sendall(packet)
-            assert recv_until_suffix(sock, packet) == expected
+        after_one, expected = open_after_one_exchange(server, 100,
+                                                      b"first exchange")
         for _ in range(200):
             silent.append(server.connect())
-        # give them time to be accepted (TCP_DEFER_ACCEPT: ~1 s for the
-        # silent ones); with a worker per connection not all ever are
+        # give them time to be accepted; with a worker per connection
+        # not all ever are
         settle(lambda: log_count(server, "Accepted connection from") >= 301,
                scaled(5))
 
@@ -192,7 +187,8 @@ def test_silent_connections_are_logged_once(make_server):
     closed = log_count(server, "Closed connection from")
     silent = [server.connect() for _ in range(5)]
     try:
-        time.sleep(1.5)         # past TCP_DEFER_ACCEPT's second
+        # all five held by the parent before the client comes
+        server.wait_log(r"Accepted connection from", count=accepted + 5)
         with server.connect() as busy:
             busy.sendall(b"served meanwhile\n")
             assert recv_until_suffix(busy, b"served meanwhile\n",
@@ -220,16 +216,11 @@ def test_idle_timeout_closes_held_connections_once(make_server):
         assert recv_exactly(meanwhile, len(expected)) == expected
     assert "Disconnecting" not in server.log(), \
         "the client was served only after a held connection timed out"
-    for i in range(2):
-        sock = server.connect()
-        socks.append(sock)
-        packet = b"one exchange %d\n" % i
-        expected += packet
-        sock.sendall(packet)
-        assert recv_exactly(sock, len(expected)) == expected
+    idle, expected = open_after_one_exchange(server, 2, b"one exchange",
+                                             expected)
+    socks += idle
     try:
-        # a silent client may be accepted ~1 s late (TCP_DEFER_ACCEPT),
-        # then has 1 s to complete a packet
+        # each has 1 s to complete a packet, then is disconnected
         for sock in socks:
             sock.settimeout(scaled(6))
             try:
@@ -313,13 +304,7 @@ def test_slow_reader_cannot_keep_its_worker(make_server):
     send_timeout = 5
     server = make_server("--send-timeout", str(send_timeout),
                          "--max-workers", "1")
-    expected = b""
-    with server.connect() as sock:
-        for i in range(6):
-            packet = bytes([ord("a") + i]) * 1000000 + b"\n"
-            expected += packet
-            sock.sendall(packet)
-            assert recv_exactly(sock, len(expected), timeout=30) == expected
+    expected = grow_file(server, 6)
 
     slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     # small buffers on the client's side and a small MSS, so that the
