@@ -202,25 +202,46 @@ static void append_and_die(const char *path, const struct store_identity *id,
 	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 }
 
+/* A file with one whole packet, then the torn half of a second one; s is
+ * left open as another worker's store. */
+static void open_with_torn_tail(const struct fixture *fx,
+				struct store_identity *id, struct store *s,
+				const char *half_written)
+{
+	off_t end = 0;
+
+	assert_int_equal(store_prepare(fx->path, -1, -1, id), 0);
+	assert_int_equal(store_open(s, fx->path, id), 0);
+	assert_int_equal(store_append(s, "whole\n", 6, &end), 0);
+	append_and_die(fx->path, id, half_written);
+}
+
+/* After the torn tail was cut, "next\n" follows the whole packet. */
+static void assert_cut_then_appended(const struct fixture *fx,
+				     struct store_identity *id,
+				     struct store *s)
+{
+	off_t end = 0;
+	char buf[64];
+
+	assert_int_equal(store_append(s, "next\n", 5, &end), 0);
+	assert_int_equal(end, 11);
+	assert_int_equal(read_file(fx->path, buf, sizeof(buf)), 11);
+	assert_memory_equal(buf, "whole\nnext\n", 11);
+	store_close(s);
+	store_remove(fx->path, id);
+}
+
 static void torn_append_is_cut_off_by_next_appender(void **state)
 {
 	struct fixture *fx = *state;
 	struct store_identity id;
 	struct store s;
-	off_t end = 0;
 	char buf[64];
 
-	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
-	assert_int_equal(store_open(&s, fx->path, &id), 0);
-	assert_int_equal(store_append(&s, "whole\n", 6, &end), 0);
-	append_and_die(fx->path, &id, "half a packet\n");
+	open_with_torn_tail(fx, &id, &s, "half a packet\n");
 	assert_int_equal(read_file(fx->path, buf, sizeof(buf)), 6 + 7);
-	assert_int_equal(store_append(&s, "next\n", 5, &end), 0);
-	assert_int_equal(end, 11);
-	assert_int_equal(read_file(fx->path, buf, sizeof(buf)), 11);
-	assert_memory_equal(buf, "whole\nnext\n", 11);
-	store_close(&s);
-	store_remove(fx->path, &id);
+	assert_cut_then_appended(fx, &id, &s);
 }
 
 static void torn_file_refuses_appends_until_it_is_cut(void **state)
@@ -231,10 +252,7 @@ static void torn_file_refuses_appends_until_it_is_cut(void **state)
 	off_t end = 0;
 	char buf[64];
 
-	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
-	assert_int_equal(store_open(&s, fx->path, &id), 0);
-	assert_int_equal(store_append(&s, "whole\n", 6, &end), 0);
-	append_and_die(fx->path, &id, "torn\n");
+	open_with_torn_tail(fx, &id, &s, "torn\n");
 	fail_truncates = 1;
 	/* the torn bytes cannot be cut: nothing may be appended after them */
 	assert_int_equal(store_append(&s, "lost?\n", 6, &end), -1);
@@ -242,12 +260,7 @@ static void torn_file_refuses_appends_until_it_is_cut(void **state)
 	assert_int_equal(read_file(fx->path, buf, sizeof(buf)), 6 + 2);
 	fail_truncates = 0;
 	/* the next append that can cut recovers, then appends */
-	assert_int_equal(store_append(&s, "next\n", 5, &end), 0);
-	assert_int_equal(end, 11);
-	assert_int_equal(read_file(fx->path, buf, sizeof(buf)), 11);
-	assert_memory_equal(buf, "whole\nnext\n", 11);
-	store_close(&s);
-	store_remove(fx->path, &id);
+	assert_cut_then_appended(fx, &id, &s);
 }
 
 static void symlink_at_data_path_is_refused(void **state)
