@@ -16,6 +16,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +147,35 @@ static void local_merge(struct local *l)
 	memset(l, 0, sizeof(*l));
 }
 
+/* One timed request on the open connection *fd. A failure loses the
+ * connection, so it counts the `left` requests still to make (this one
+ * included) as failed, closes *fd and returns false. */
+static bool timed_request(int *fd, char tag, size_t len, enum check_mode mode,
+			  struct reader *rd, struct local *l, unsigned left)
+{
+	struct packet p;
+	struct record rec;
+	uint64_t t0;
+	bool ok;
+
+	if (*fd < 0) {
+		l->fail += left;
+		return false;
+	}
+	packet_new(&p, tag, len);
+	t0 = now_ns();
+	ok = exchange(*fd, &p, mode, rd, &rec) == 0;
+	if (ok) {
+		local_add(l, &rec, now_ns() - t0);
+	} else {
+		l->fail += left;
+		close(*fd);
+		*fd = -1;
+	}
+	packet_free(&p);
+	return ok;
+}
+
 /* One request on a new connection, outside the timed part. */
 static int single(char tag, size_t len, struct record *rec)
 {
@@ -215,26 +245,10 @@ static void *stream_thread(void *arg)
 	if (reader_init(&rd, 256 << 10) < 0)
 		die("out of memory");
 	fd = lo_connect(o.port, o.timeout_ms);
-	for (unsigned i = 0; i < o.count; i++) {
-		struct packet p;
-		struct record rec;
-		uint64_t t0;
-
-		if (fd < 0) {
-			l.fail += o.count - i;
+	for (unsigned i = 0; i < o.count; i++)
+		if (!timed_request(&fd, 's', o.size, CHECK_HASH, &rd, &l,
+				   o.count - i))
 			break;
-		}
-		packet_new(&p, 's', o.size);
-		t0 = now_ns();
-		if (exchange(fd, &p, CHECK_HASH, &rd, &rec) == 0) {
-			local_add(&l, &rec, now_ns() - t0);
-		} else {
-			l.fail += o.count - i;
-			close(fd);
-			fd = -1;
-		}
-		packet_free(&p);
-	}
 	end_session(fd, &rd);
 	local_merge(&l);
 	return NULL;
@@ -508,26 +522,10 @@ static void run_bigread(void)
 		die("out of memory");
 	bigread_warm(&fd, &rd, warm, size + 1024);
 	mark_start();
-	for (unsigned i = 0; i < o.requests; i++) {
-		struct packet p;
-		struct record rec;
-		uint64_t s;
-
-		if (fd < 0) {
-			l.fail += o.requests - i;
+	for (unsigned i = 0; i < o.requests; i++)
+		if (!timed_request(&fd, 'b', 32, CHECK_SPOT, &rd, &l,
+				   o.requests - i))
 			break;
-		}
-		packet_new(&p, 'b', 32);
-		s = now_ns();
-		if (exchange(fd, &p, CHECK_SPOT, &rd, &rec) == 0) {
-			local_add(&l, &rec, now_ns() - s);
-		} else {
-			l.fail += o.requests - i;
-			close(fd);
-			fd = -1;
-		}
-		packet_free(&p);
-	}
 	mark_end();
 	end_session(fd, &rd);
 	local_merge(&l);

@@ -12,6 +12,14 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+/* A closed channel (EPIPE) is the parent letting go of this worker, as
+ * when the service stops: nothing went wrong, so nothing is logged. */
+static void log_report_failure(void)
+{
+	if (errno != EPIPE)
+		log_errno("Cannot report to the parent process");
+}
+
 /* Everything up to READY: only the channel and the data file stay open,
  * and the data file is reopened after the privilege drop, so that the
  * worker has exactly its user's access to it (and needs no capability
@@ -38,7 +46,7 @@ static int get_ready(const struct worker_setup *w, struct store *store)
 		return -1;
 	store_release(&id);
 	if (channel_send(w->channel, &ready, -1) != 0) {
-		log_errno("Cannot report to the parent process");
+		log_report_failure();
 		store_close(store);
 		return -1;
 	}
@@ -91,7 +99,7 @@ static void serve_until_retired(const struct worker_setup *w,
 						       &context) == TURN_IDLE ?
 					 CHANNEL_IDLE : CHANNEL_CLOSE;
 		if (channel_send(w->channel, &report, -1) != 0) {
-			log_errno("Cannot report to the parent process");
+			log_report_failure();
 			break;
 		}
 	}

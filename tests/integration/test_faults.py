@@ -417,7 +417,10 @@ def test_sigterm_under_64_busy_clients(make_server):
     assert not os.path.exists(server.data_file)
     # reaped by the server itself before it exited: no orphan, no zombie
     assert [p for p in workers if proc_exists(p)] == []
-    assert "Caught signal, exiting" in server.log()
+    log = server.log()
+    assert "Caught signal, exiting" in log
+    # workers stopped mid-turn end quietly: a clean stop logs no error
+    assert "Cannot report to the parent" not in log
 
 
 def raise_nofile(wanted):
