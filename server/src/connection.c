@@ -41,11 +41,6 @@ struct client {
 
 static char receive_buffer[RECEIVE_BUFFER_SIZE];
 
-static long long deadline_after(unsigned seconds)
-{
-	return seconds ? now_ms() + seconds * 1000LL : 0;
-}
-
 static bool stop_requested(const struct client *c)
 {
 	return c->stopped || lifecycle_stop_requested();
@@ -164,7 +159,7 @@ static int handle_input(struct client *c, struct byte_span input)
 		    send_file_prefix(c, end) != 0)
 			return -1;
 		c->answered = true;
-		c->deadline_ms = deadline_after(c->limits->idle_timeout_s);
+		c->deadline_ms = ms_after(now_ms(), c->limits->idle_timeout_s);
 		if (stop_requested(c))
 			return -1;	/* this append is done; stop here */
 	}

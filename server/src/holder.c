@@ -159,9 +159,7 @@ static void hold(struct holder *h, struct conn *c)
 
 static long long packet_deadline(const struct holder *h, const struct conn *c)
 {
-	unsigned idle_s = h->config.idle_timeout_s;
-
-	return idle_s ? c->since_ms + idle_s * 1000LL : 0;
+	return ms_after(c->since_ms, h->config.idle_timeout_s);
 }
 
 static bool assign(struct holder *h, struct conn *c)

@@ -1,7 +1,8 @@
 /*
  * mstime: CLOCK_MONOTONIC in milliseconds, the one time unit of deadlines
- * in this program, its conversion to the timespec that ppoll() takes, and
- * the back-off after repeated failures.  CLOCK_MONOTONIC is shared by every
+ * in this program, its conversion to the timespec that ppoll() takes, the
+ * deadline a timeout option sets, and the back-off after repeated
+ * failures.  CLOCK_MONOTONIC is shared by every
  * process, so a deadline the parent computes means the same to a worker.
  */
 #ifndef AESD_MSTIME_H
@@ -22,6 +23,14 @@ static inline struct timespec ms_timespec(long long ms)
 	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
 
 	return ts;
+}
+
+/* The packet deadline -i sets, seconds after from_ms, or 0 (none) when
+ * seconds is 0; the parent (held connections) and the worker (a packet
+ * under way) apply the same rule. */
+static inline long long ms_after(long long from_ms, unsigned seconds)
+{
+	return seconds ? from_ms + seconds * 1000LL : 0;
 }
 
 /* Exponential back-off: first_ms after the first failure in a row,
