@@ -79,6 +79,15 @@ static void let_go(struct pool *p, struct worker_rec *w)
 		p->events.turn_ended(p->events.ctx, w->conn, true);
 }
 
+/* Kills a worker the parent cannot go on with.  Whatever went wrong was
+ * dealt with where it was found, so its exit is not counted again. */
+static void dismiss(struct pool *p, struct worker_rec *w)
+{
+	kill(w->pid, SIGKILL);
+	w->asked_to_leave = true;
+	let_go(p, w);
+}
+
 static void __attribute__((noreturn)) become_worker(struct pool *p,
 						    int channel)
 {
@@ -117,9 +126,7 @@ static void spawn_worker(struct pool *p, struct worker_rec *w)
 	ev.data.u64 = p->config.epoll_tag | (uint64_t)(w - p->workers);
 	if (epoll_ctl(p->config.epoll_fd, EPOLL_CTL_ADD, fds[0], &ev) != 0) {
 		log_errno("Cannot watch a connection process");
-		kill(pid, SIGKILL);
-		w->asked_to_leave = true;
-		let_go(p, w);
+		dismiss(p, w);
 	}
 }
 
@@ -198,10 +205,10 @@ void pool_channel_event(struct pool *p, uint32_t index)
 		snprintf(what, sizeof(what),
 			 "Connection process %ld sent an invalid message", (long)w->pid);
 		note_failure(p, what, NULL);
-		kill(w->pid, SIGKILL);
-		w->asked_to_leave = true;
+		dismiss(p, w);
+		return;
 	}
-	let_go(p, w);	/* or it closed its channel: it is leaving */
+	let_go(p, w);	/* its channel closed or failed: it is leaving */
 }
 
 static void describe_exit(struct pool *p, const struct worker_rec *w,
@@ -285,9 +292,7 @@ int pool_assign(struct pool *p, uint32_t conn, int fd, const char *peer,
 		snprintf(what, sizeof(what),
 			 "Cannot hand a connection to process %ld", (long)w->pid);
 		note_failure(p, what, strerror(errno));
-		kill(w->pid, SIGKILL);
-		w->asked_to_leave = true;	/* counted already */
-		let_go(p, w);
+		dismiss(p, w);
 		return -1;
 	}
 	w->state = W_BUSY;
