@@ -1,20 +1,27 @@
 /*
- * connection: one turn of a client's connection in a worker, from the
- * moment the parent hands it over until it is idle again at a packet
- * boundary (handed back) or finished (closed).  Owns the protocol: receive
- * bytes, cut them into packets (framing), append each packet to the data
- * file (store), then send the file from offset 0 through the end of that
- * packet with sendfile(), without holding the lock.  Owns the per-packet
- * bounds too: packet length, the packet deadline (a packet must complete
- * within the idle timeout, so trickling bytes does not keep a worker) and
- * the response's pace (after the send timeout it must average at least
- * 64 KiB/s, so a client that reads a byte now and then cannot keep one).
+ * connection: one client's connection, served by a worker's event loop
+ * with non-blocking I/O.  Owns the protocol: receive bytes, cut them into
+ * packets (framing), append each packet to the data file (store), then send
+ * the file from offset 0 through the end of that packet with sendfile(),
+ * without holding the lock, continuing when the socket is writable.  While
+ * a response waits for the client, nothing more is read: what was already
+ * read is kept (at most one receive buffer), so a client that sends without
+ * reading its answers holds a bounded amount of memory.  Owns the
+ * per-connection bounds too: packet length, the packet deadline (a packet
+ * must complete within the idle timeout of the last answer, so trickling
+ * bytes does not keep a connection) and the response's pace (after the send
+ * timeout it must average at least 64 KiB/s, so a client that reads a byte
+ * now and then cannot keep one).  Logs "Accepted" and "Closed" once each.
  */
 #ifndef AESD_CONNECTION_H
 #define AESD_CONNECTION_H
 
 #include "framing.h"
+#include "listener.h"
 #include "store.h"
+
+#include <stdbool.h>
+#include <sys/types.h>
 
 struct connection_limits {
 	size_t max_packet;
@@ -22,25 +29,64 @@ struct connection_limits {
 	unsigned send_timeout_s;	/* 0: never */
 };
 
-enum turn_end {
-	TURN_IDLE,	/* at a packet boundary, responses sent: hand it back */
-	TURN_CLOSE,	/* done: the client left, a bound was hit, or a stop */
-};
-
-/* What a turn works with, besides the connection. */
-struct turn_context {
+/* What serving a connection needs from its worker. */
+struct conn_env {
 	struct store *store;
-	struct framer *framer;	/* reset on return, for the next turn */
 	const struct connection_limits *limits;
-	int stop_fd;	/* any event on it stops the turn, as a signal does */
+	char *buffer;		/* the worker's receive buffer */
+	size_t buffer_size;
 };
 
-/* Serves the connected, non-blocking socket fd for one turn and closes
- * this process's copy of it.  The first packet is due by deadline_ms
- * (mstime; 0: none).  On TURN_CLOSE the connection has been shut down, so
- * the client sees the end at once. */
-enum turn_end connection_serve_turn(int fd, const char *peer,
-				    long long deadline_ms,
-				    const struct turn_context *context);
+/* What the connection waits for next. */
+enum conn_want {
+	CONN_WANT_READ,		/* the client's next bytes */
+	CONN_WANT_WRITE,	/* room to send the rest of a response */
+	CONN_DONE,		/* nothing: close it */
+};
+
+struct conn {
+	int fd;
+	bool heard_from;	/* has sent at least one byte */
+	bool sending;		/* a response is under way */
+	struct framer framer;	/* the packet being received */
+	char *unparsed;		/* read, waiting for a response to finish */
+	size_t unparsed_offset, unparsed_len, unparsed_cap;
+	off_t sent, end;	/* the response: bytes [sent, end) still to go */
+	long long since_ms;	/* accepted, or its last response sent */
+	long long send_started_ms;
+	char peer[PEER_NAME_LEN];
+};
+
+/* Takes over the accepted, non-blocking socket fd and logs "Accepted". */
+void conn_open(struct conn *c, int fd, const char *peer, size_t max_packet,
+	       long long now);
+
+/* The socket is readable (or writable): serve what can be served now. */
+enum conn_want conn_on_readable(struct conn *c, const struct conn_env *env);
+enum conn_want conn_on_writable(struct conn *c, const struct conn_env *env);
+
+/* When the connection must have made progress (mstime), 0: never; and the
+ * log line for missing it. */
+long long conn_deadline(const struct conn *c,
+			const struct connection_limits *limits);
+void conn_log_timeout(const struct conn *c,
+		      const struct connection_limits *limits);
+
+/* Closes the socket, frees the buffers and logs "Closed". */
+void conn_close(struct conn *c);
+
+/* Waiting for a packet with none of it received: what an idle client
+ * costs is this struct and its socket. */
+static inline bool conn_is_idle(const struct conn *c)
+{
+	return !c->sending && c->unparsed_len == 0 &&
+	       framer_pending(&c->framer) == 0;
+}
+
+/* Bytes of memory the connection holds for what it sent. */
+static inline size_t conn_buffered(const struct conn *c)
+{
+	return c->framer.partial_cap + c->unparsed_cap;
+}
 
 #endif

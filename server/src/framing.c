@@ -25,6 +25,14 @@ size_t framer_pending(const struct framer *f)
 	return f->packet_in_partial ? 0 : f->partial_len;
 }
 
+void framer_release(struct framer *f)
+{
+	free(f->partial);
+	f->partial = NULL;
+	f->partial_len = f->partial_cap = 0;
+	f->packet_in_partial = 0;
+}
+
 void framer_reset(struct framer *f)
 {
 	f->partial_len = 0;

@@ -48,4 +48,8 @@ size_t framer_pending(const struct framer *f);
 /* Drops any incomplete packet and releases memory beyond a small buffer. */
 void framer_reset(struct framer *f);
 
+/* Drops any incomplete packet and releases all memory; the framer stays
+ * usable (an idle connection then costs no buffer at all). */
+void framer_release(struct framer *f);
+
 #endif

@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -250,25 +249,6 @@ unsigned long lifecycle_raise_fd_limit(unsigned long need)
 	    getrlimit(RLIMIT_NOFILE, &rl) != 0)
 		return 0;
 	return rl.rlim_cur;
-}
-
-void *lifecycle_parent_memory(size_t size)
-{
-	void *memory = mmap(NULL, size, PROT_READ | PROT_WRITE,
-			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	if (memory == MAP_FAILED)
-		return NULL;
-	/* A child neither inherits nor pays for it at fork(). */
-	if (madvise(memory, size, MADV_DONTFORK) != 0)
-		log_errno("Cannot keep the parent's tables from its children");
-	return memory;
-}
-
-void lifecycle_parent_memory_free(void *memory, size_t size)
-{
-	if (memory)
-		munmap(memory, size);
 }
 
 static int redirect_stdio(void)

@@ -7,8 +7,7 @@
  * end the process is ignored (SIGPIPE, SIGXFSZ: error returns instead) or,
  * for fault signals sent with kill(), turned into a stop.  Also: standard
  * descriptors that always exist, no descriptors inherited by accident,
- * daemonizing, the pidfile, the descriptor limit, dropping privileges and
- * memory the parent keeps to itself.
+ * daemonizing, the pidfile, the descriptor limit and dropping privileges.
  */
 #ifndef AESD_LIFECYCLE_H
 #define AESD_LIFECYCLE_H
@@ -39,10 +38,6 @@ const char *lifecycle_absolute_path(const char *path, char *buf, size_t size);
 /* Raises the descriptor limit towards need (the hard limit too, where the
  * process may); returns how many descriptors it allows now. */
 unsigned long lifecycle_raise_fd_limit(unsigned long need);
-
-/* Zeroed memory that forked children do not inherit (MADV_DONTFORK). */
-void *lifecycle_parent_memory(size_t size);
-void lifecycle_parent_memory_free(void *memory, size_t size);
 
 /* Forks into the background (setsid, chdir /, stdio on /dev/null, SIGHUP
  * ignored).  The calling process waits until the child reports readiness

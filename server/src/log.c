@@ -94,3 +94,13 @@ void log_errno(const char *fmt, ...)
 	log_vmsg(LOG_ERR, fmt, ap, cause);
 	va_end(ap);
 }
+
+void log_errno_at(int priority, const char *fmt, ...)
+{
+	const char *cause = strerror(errno);
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(priority, fmt, ap, cause);
+	va_end(ap);
+}

@@ -24,5 +24,8 @@ void log_msg(int priority, const char *fmt, ...)
 
 /* Like log_msg at LOG_ERR, followed by ": " and strerror(errno). */
 void log_errno(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same at another priority. */
+void log_errno_at(int priority, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 #endif

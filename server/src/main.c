@@ -4,23 +4,19 @@
  * second instance fails before touching anything; then prepare the data
  * file, detach, write the pidfile, start the workers, and report "ready"
  * only once a worker has said it is -- so `aesdsocket -d` returning 0
- * means the port is served.
+ * means the port is served.  From then on this process only supervises.
  */
-#include "holder.h"
 #include "lifecycle.h"
 #include "listener.h"
 #include "log.h"
 #include "options.h"
 #include "store.h"
+#include "supervisor.h"
 
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <unistd.h>
-
-/* Descriptors besides the connections: stdio, listener, epoll, syslog,
- * data file, readiness pipe, and slack. */
-#define SPARE_FDS 16
 
 struct server {
 	struct options opts;
@@ -42,7 +38,7 @@ static int open_listener(struct server *s, int fd)
 		fd = listener_open(s->opts.bind_address, s->opts.port);
 	if (fd < 0)
 		return -1;
-	/* The parent accepts in a loop until EAGAIN. */
+	/* Workers accept in a loop until EAGAIN. */
 	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 ||
 	    fcntl(fd, F_SETFD, FD_CLOEXEC) != 0 ||
 	    listener_disable_nagle(fd) != 0) {
@@ -68,19 +64,31 @@ static int resolve_paths(struct server *s)
 		       0 : -1;
 }
 
-/* Room for every connection; fewer connections if the limit is firm. */
+/* Every worker's descriptor limit fits its share of the connections
+ * (each worker lowers the limit it inherits to its own share); fewer
+ * connections if the limit is firm. */
 static void fit_descriptor_limit(struct options *opts)
 {
-	unsigned long other = 2UL * opts->max_workers + SPARE_FDS;
-	unsigned long fit = lifecycle_raise_fd_limit(opts->max_connections +
-						      other);
+	unsigned long workers = opts->workers;
+	unsigned long share = (opts->max_connections + workers - 1) / workers;
+	unsigned long fit = lifecycle_raise_fd_limit(share + WORKER_SPARE_FDS);
 
-	if (fit >= opts->max_connections + other)
+	if (fit >= share + WORKER_SPARE_FDS)
 		return;
-	opts->max_connections = fit > other ? (unsigned)(fit - other) : 1;
+	share = fit > WORKER_SPARE_FDS ? fit - WORKER_SPARE_FDS : 1;
+	opts->max_connections = (unsigned)(share * workers);
 	log_msg(LOG_WARNING,
 		"The descriptor limit (%lu) allows only %u connections",
 		fit, opts->max_connections);
+}
+
+/* No more workers than connections: each needs a share of at least one. */
+static void choose_workers(struct options *opts)
+{
+	if (opts->workers == 0)
+		opts->workers = options_default_workers();
+	if (opts->workers > opts->max_connections)
+		opts->workers = opts->max_connections;
 }
 
 /* Everything up to starting the workers; on failure the caller cleans up. */
@@ -98,43 +106,42 @@ static int start(struct server *s, int systemd_fd)
 		return -1;
 	if (s->opts.pidfile && pidfile_write(s->opts.pidfile) != 0)
 		return -1;
+	choose_workers(&s->opts);
 	fit_descriptor_limit(&s->opts);
 	return 0;
 }
 
-static struct holder *start_serving(struct server *s)
+static struct supervisor *start_serving(struct server *s)
 {
-	const struct holder_config holder = {
-		.listen_fd = s->listen_fd,
-		.max_connections = s->opts.max_connections,
-		.idle_timeout_s = s->opts.idle_timeout_s,
-	};
-	const struct pool_config pool = {
-		.max_workers = s->opts.max_workers,
+	struct supervisor_config config = {
+		.workers = s->opts.workers,
+		.total_budget = s->opts.buffer_budget,
 		.worker = {
+			.listen_fd = s->listen_fd,
 			.data_file = s->opts.data_file,
 			.data_id = &s->data_id,
 			.limits = &s->limits,
+			.max_connections = s->opts.max_connections,
 			.user = s->opts.user,
 			.uid = s->uid,
 			.gid = s->gid,
 		},
 	};
-	struct holder *h;
+	struct supervisor *sup;
 
 	s->limits = (struct connection_limits){
 		.max_packet = s->opts.max_packet,
 		.idle_timeout_s = s->opts.idle_timeout_s,
 		.send_timeout_s = s->opts.send_timeout_s,
 	};
-	h = holder_start(&holder, &pool);
-	if (h && holder_wait_ready(h) != 0) {
+	sup = supervisor_start(&config);
+	if (sup && supervisor_wait_ready(sup) != 0) {
 		if (!lifecycle_stop_requested())
-			log_msg(LOG_ERR, "Connection processes cannot start; stopping");
-		holder_stop(h);
+			log_msg(LOG_ERR, "Worker processes cannot start; stopping");
+		supervisor_stop(sup);
 		return NULL;
 	}
-	return h;
+	return sup;
 }
 
 static void clean_up(struct server *s)
@@ -162,7 +169,7 @@ static int take_descriptors(int *systemd_fd)
 int main(int argc, char *argv[])
 {
 	struct server *s = &server;
-	struct holder *holder = NULL;
+	struct supervisor *supervisor = NULL;
 	int systemd_fd = -1;
 
 	s->listen_fd = s->ready_fd = -1;
@@ -182,23 +189,23 @@ int main(int argc, char *argv[])
 	if (take_descriptors(&systemd_fd) != 0)
 		return EXIT_FAILURE;
 	log_open(s->opts.log_to_stderr);
-	if (start(s, systemd_fd) != 0 || !(holder = start_serving(s))) {
+	if (start(s, systemd_fd) != 0 || !(supervisor = start_serving(s))) {
 		lifecycle_report_ready(s->ready_fd, false);
 		if (lifecycle_stop_requested())
 			log_msg(LOG_INFO, "Caught signal, exiting");
 		clean_up(s);
 		return lifecycle_stop_requested() ? EXIT_SUCCESS : EXIT_FAILURE;
 	}
-	log_msg(LOG_INFO, "Serving on port %u with up to %u connections and %u connection processes",
-		listener_port(s->listen_fd), s->opts.max_connections,
-		s->opts.max_workers);
+	log_msg(LOG_INFO, "Serving on port %u with %u workers, up to %u connections and %lu bytes of buffers",
+		listener_port(s->listen_fd), s->opts.workers,
+		s->opts.max_connections, s->opts.buffer_budget);
 	lifecycle_report_ready(s->ready_fd, true);
 	log_startup_done();
-	holder_run(holder);
+	supervisor_run(supervisor);
 	log_msg(LOG_INFO, "Caught signal, exiting");
-	close(s->listen_fd);	/* stop accepting */
+	close(s->listen_fd);
 	s->listen_fd = -1;
-	holder_stop(holder);
+	supervisor_stop(supervisor);	/* the workers close their connections */
 	clean_up(s);
 	return EXIT_SUCCESS;
 }

@@ -6,17 +6,19 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DEFAULT_PORT 9000
 #define DEFAULT_DATA_FILE "/var/tmp/aesdsocketdata"
 #define DEFAULT_MAX_CONNECTIONS 10240
-#define DEFAULT_MAX_WORKERS 32
+#define DEFAULT_BUFFER_BUDGET (32UL * 1024 * 1024)
 #define DEFAULT_MAX_PACKET (1024UL * 1024)
 #define DEFAULT_IDLE_TIMEOUT 60
 #define DEFAULT_SEND_TIMEOUT 10
 
 #define MAX_CONNECTIONS_LIMIT 65536
-#define MAX_WORKERS_LIMIT 1024
+#define BUFFER_BUDGET_MIN 4096UL
+#define BUFFER_BUDGET_LIMIT (1024UL * 1024 * 1024)
 #define MAX_PACKET_LIMIT (1024UL * 1024 * 1024)
 #define TIMEOUT_LIMIT 86400
 
@@ -34,10 +36,15 @@ static const char usage_text[] =
 	"  -s, --log-stderr          copy log lines to stderr\n"
 	"  -u, --user NAME           drop root privileges to NAME after binding\n"
 	"  -c, --max-connections N   connections open at once, 1-65536 (default\n"
-	"                            10240); when full, the longest-idle one is\n"
-	"                            closed to make room\n"
-	"  -w, --max-workers N       connection processes, i.e. connections with\n"
-	"                            work in flight, 1-1024 (default 32)\n"
+	"                            10240); when full, one idle for a second or\n"
+	"                            more is closed to make room, else new\n"
+	"                            clients wait\n"
+	"  -w, --workers N           worker processes, each serving many\n"
+	"                            connections, 1-256 (default: one per CPU,\n"
+	"                            at least 2); --max-workers is an old name\n"
+	"  -B, --buffer-budget BYTES bytes of unfinished packets buffered at once\n"
+	"                            by all workers (default 33554432); when\n"
+	"                            full, the client holding most is cut off\n"
 	"  -m, --max-packet BYTES    longest packet, newline included\n"
 	"                            (default 1048576); longer ones disconnect\n"
 	"  -i, --idle-timeout SEC    close a connection that completes no packet\n"
@@ -60,7 +67,9 @@ static const struct option long_options[] = {
 	{ "log-stderr", no_argument, NULL, 's' },
 	{ "user", required_argument, NULL, 'u' },
 	{ "max-connections", required_argument, NULL, 'c' },
+	{ "workers", required_argument, NULL, 'w' },
 	{ "max-workers", required_argument, NULL, 'w' },
+	{ "buffer-budget", required_argument, NULL, 'B' },
 	{ "max-packet", required_argument, NULL, 'm' },
 	{ "idle-timeout", required_argument, NULL, 'i' },
 	{ "send-timeout", required_argument, NULL, 't' },
@@ -75,10 +84,20 @@ void options_defaults(struct options *opts)
 	opts->port = DEFAULT_PORT;
 	opts->data_file = DEFAULT_DATA_FILE;
 	opts->max_connections = DEFAULT_MAX_CONNECTIONS;
-	opts->max_workers = DEFAULT_MAX_WORKERS;
+	opts->workers = 0;	/* options_default_workers() */
+	opts->buffer_budget = DEFAULT_BUFFER_BUDGET;
 	opts->max_packet = DEFAULT_MAX_PACKET;
 	opts->idle_timeout_s = DEFAULT_IDLE_TIMEOUT;
 	opts->send_timeout_s = DEFAULT_SEND_TIMEOUT;
+}
+
+unsigned options_default_workers(void)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (cpus < 2)
+		return 2;
+	return cpus > MAX_WORKERS_LIMIT ? MAX_WORKERS_LIMIT : (unsigned)cpus;
 }
 
 int parse_number(const char *text, unsigned long min, unsigned long max,
@@ -107,7 +126,8 @@ struct numeric_option {
 static const struct numeric_option numeric_options[] = {
 	{ 'p', "port", 1, 65535 },
 	{ 'c', "max-connections", 1, MAX_CONNECTIONS_LIMIT },
-	{ 'w', "max-workers", 1, MAX_WORKERS_LIMIT },
+	{ 'w', "workers", 1, MAX_WORKERS_LIMIT },
+	{ 'B', "buffer-budget", BUFFER_BUDGET_MIN, BUFFER_BUDGET_LIMIT },
 	{ 'm', "max-packet", 1, MAX_PACKET_LIMIT },
 	{ 'i', "idle-timeout", 0, TIMEOUT_LIMIT },
 	{ 't', "send-timeout", 0, TIMEOUT_LIMIT },
@@ -165,7 +185,8 @@ static int apply_option(struct options *opts, int letter, const char *arg,
 	switch (letter) {
 	case 'p': opts->port = (unsigned)n; break;
 	case 'c': opts->max_connections = (unsigned)n; break;
-	case 'w': opts->max_workers = (unsigned)n; break;
+	case 'w': opts->workers = (unsigned)n; break;
+	case 'B': opts->buffer_budget = n; break;
 	case 'm': opts->max_packet = n; break;
 	case 'i': opts->idle_timeout_s = (unsigned)n; break;
 	case 't': opts->send_timeout_s = (unsigned)n; break;
@@ -187,7 +208,7 @@ enum options_result options_parse(struct options *opts, int argc,
 	options_defaults(opts);
 	optind = 0;	/* glibc and musl: full reinitialisation */
 	opterr = 0;	/* our messages, on err */
-	while ((letter = getopt_long(argc, argv, ":dp:b:f:P:su:c:w:m:i:t:hV",
+	while ((letter = getopt_long(argc, argv, ":dp:b:f:P:su:c:w:B:m:i:t:hV",
 				     long_options, NULL)) != -1) {
 		switch (letter) {
 		case 'h':

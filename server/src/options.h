@@ -12,6 +12,8 @@
 
 #define AESD_VERSION "1.0.0"
 
+#define MAX_WORKERS_LIMIT 256
+
 struct options {
 	bool daemonize;
 	bool log_to_stderr;
@@ -20,8 +22,9 @@ struct options {
 	const char *data_file;
 	const char *pidfile;		/* NULL: none */
 	const char *user;		/* NULL: keep the current user */
-	unsigned max_connections;	/* open at once, held or served */
-	unsigned max_workers;		/* connection processes */
+	unsigned max_connections;	/* open at once, in all workers */
+	unsigned workers;		/* worker processes; 0: one per CPU */
+	unsigned long buffer_budget;	/* bytes of packets being received */
 	unsigned long max_packet;
 	unsigned idle_timeout_s;	/* 0: never */
 	unsigned send_timeout_s;	/* 0: never */
@@ -34,6 +37,10 @@ enum options_result {
 };
 
 void options_defaults(struct options *opts);
+
+/* The number of workers when none is given: one per online CPU, at
+ * least 2 (so that one hung worker never stops the service). */
+unsigned options_default_workers(void);
 
 /* Parses argv into *opts (starting from defaults).  Help and version go to
  * out, errors to err.  Resets getopt's state, so it may be called again. */

@@ -1,12 +1,17 @@
 /*
- * worker: the life of one connection process.  Freshly forked, it keeps
- * only the descriptors it needs (its channel to the parent and the data
- * file), drops root when asked to, reopens the data file as its own open
- * file description with the user it now runs as, and reports READY.  Then
- * it serves, one at a time, the connections the parent hands it, each for
- * one turn (connection.h), and tells the parent whether to hold the
- * connection again or close it.  It ends when the parent closes its
- * channel (retired) or on a stop signal, always with _exit().
+ * worker: one worker process, an event loop that serves many connections
+ * (nginx's worker).  Freshly forked, it keeps only the descriptors it needs
+ * (the listening socket, the lifeline to the parent, the data file), drops
+ * root when asked to, can never gain a privilege again (no_new_privs), dumps
+ * no core, limits its descriptors to its share of the connections, reopens
+ * the data file as its own open file description and says it is ready.
+ * Then it accepts from the listening socket that every worker shares
+ * (EPOLLEXCLUSIVE: one idle worker is woken per new connection), serves
+ * each connection (connection.h) with non-blocking I/O, and enforces the
+ * bounds: deadlines, its share of the connection cap (conntable.h chooses
+ * whom to close) and its share of the buffer budget.  It stops on a stop
+ * signal or when the parent closes the lifeline, closing its connections;
+ * it always ends with _exit().
  */
 #ifndef AESD_WORKER_H
 #define AESD_WORKER_H
@@ -14,19 +19,30 @@
 #include "connection.h"
 #include "store.h"
 
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct worker_setup {
-	int channel;		/* the worker's end */
+	unsigned index, count;	/* this worker's number, and how many run */
+	int listen_fd;
+	int lifeline;		/* read end: hangs up when the parent lets go */
+	int ready_fd;		/* to report "ready" on; -1 after start-up */
 	pid_t parent;
 	const char *data_file;
 	const struct store_identity *data_id;
 	const struct connection_limits *limits;
+	unsigned max_connections;	/* every worker's together */
+	uint32_t share;		/* of them, this worker's at most */
+	size_t budget;		/* bytes this worker may buffer */
+	int *census;		/* shared: each worker's open connections */
 	const char *user;	/* NULL: keep the parent's user */
 	uid_t uid;
 	gid_t gid;
 };
 
+/* Descriptors a worker needs besides its connections. */
+#define WORKER_SPARE_FDS 16
 /* Exit status of a worker that could not get ready to serve. */
 #define WORKER_CANNOT_START 3
 

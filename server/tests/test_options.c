@@ -50,7 +50,8 @@ static void defaults_are_the_original_design(void **state)
 	assert_null(o.user);
 	assert_null(o.bind_address);
 	assert_int_equal(o.max_connections, 10240);
-	assert_int_equal(o.max_workers, 32);
+	assert_int_equal(o.workers, 0);	/* one per CPU, decided at start */
+	assert_int_equal(o.buffer_budget, 32 * 1024 * 1024);
 	assert_int_equal(o.max_packet, 1048576);
 	assert_int_equal(o.idle_timeout_s, 60);
 	assert_int_equal(o.send_timeout_s, 10);
@@ -71,20 +72,25 @@ static void short_and_long_forms(void **state)
 	assert_string_equal(o.data_file, "/tmp/d");
 	assert_string_equal(o.pidfile, "/run/a.pid");
 	assert_int_equal(o.max_connections, 8);
-	assert_int_equal(o.max_workers, 3);
+	assert_int_equal(o.workers, 3);
 	assert_int_equal(PARSE(&o, msg, "--daemon", "--port=65535",
 			       "--data-file", "/x", "--max-packet", "1",
 			       "--idle-timeout", "0", "--send-timeout=86400",
 			       "--user", "aesd", "--bind", "::1",
-			       "--max-workers", "1024"),
+			       "--workers", "256", "--buffer-budget", "4096"),
 			 OPTIONS_RUN);
-	assert_int_equal(o.max_workers, 1024);
+	assert_int_equal(o.workers, 256);
+	assert_int_equal(o.buffer_budget, 4096);
 	assert_int_equal(o.port, 65535);
 	assert_int_equal(o.max_packet, 1);
 	assert_int_equal(o.idle_timeout_s, 0);
 	assert_int_equal(o.send_timeout_s, 86400);
 	assert_string_equal(o.user, "aesd");
 	assert_string_equal(o.bind_address, "::1");
+	assert_int_equal(PARSE(&o, msg, "--max-workers", "7", "-B", "1073741824"),
+			 OPTIONS_RUN);
+	assert_int_equal(o.workers, 7);
+	assert_int_equal(o.buffer_budget, 1073741824);
 }
 
 static void port_out_of_range_is_a_usage_error(void **state)
@@ -114,8 +120,11 @@ static void other_numbers_are_range_checked(void **state)
 	assert_non_null(strstr(msg, "--max-connections"));
 	assert_int_equal(PARSE(&o, msg, "-c", "65537"), OPTIONS_USAGE_ERROR);
 	assert_int_equal(PARSE(&o, msg, "-w", "0"), OPTIONS_USAGE_ERROR);
-	assert_non_null(strstr(msg, "--max-workers"));
-	assert_int_equal(PARSE(&o, msg, "-w", "1025"), OPTIONS_USAGE_ERROR);
+	assert_non_null(strstr(msg, "--workers"));
+	assert_int_equal(PARSE(&o, msg, "-w", "257"), OPTIONS_USAGE_ERROR);
+	assert_int_equal(PARSE(&o, msg, "-B", "4095"), OPTIONS_USAGE_ERROR);
+	assert_non_null(strstr(msg, "--buffer-budget"));
+	assert_int_equal(PARSE(&o, msg, "-B", "1073741825"), OPTIONS_USAGE_ERROR);
 	assert_int_equal(PARSE(&o, msg, "-m", "0"), OPTIONS_USAGE_ERROR);
 	assert_int_equal(PARSE(&o, msg, "-m", "1073741825"),
 			 OPTIONS_USAGE_ERROR);

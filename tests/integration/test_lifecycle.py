@@ -126,8 +126,10 @@ def test_foreground_pidfile_is_written_and_removed(make_server, tmp_path):
     (["-p"], b"needs a value"),
     (["--no-such-option"], b"unknown option"),
     (["--max-connections", "0"], b"invalid --max-connections"),
-    (["--max-workers", "0"], b"invalid --max-workers"),
-    (["--max-workers", "1025"], b"invalid --max-workers"),
+    (["--workers", "0"], b"invalid --workers"),
+    (["--max-workers", "0"], b"invalid --workers"),
+    (["--buffer-budget", "100"], b"invalid --buffer-budget"),
+    (["--workers", "257"], b"invalid --workers"),
 ])
 def test_bad_options_are_usage_errors(args, message):
     result = run(args)

@@ -1,0 +1,276 @@
+/* supervisor: the parent, which forks, restarts and stops the workers. */
+#include "supervisor.h"
+
+#include "lifecycle.h"
+#include "log.h"
+#include "mstime.h"
+#include "options.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* After a worker exit the parent did not ask for, or a failed fork, no
+ * fork for a pause that doubles with each one in a row.  A worker that ran
+ * longer than the longest pause before it ended was not in a loop. */
+#define RETRY_MIN_MS 100
+#define RETRY_MAX_MS 5000
+#define STOP_GRACE_MS 5000
+
+struct slot {
+	pid_t pid;		/* 0: none running */
+	long long started_ms;
+};
+
+struct supervisor {
+	struct supervisor_config config;
+	struct slot slots[MAX_WORKERS_LIMIT];
+	int *census;		/* shared with the workers */
+	int lifeline[2];	/* the workers hold [0]; closing [1] stops them */
+	int ready[2];		/* start-up only: [0] the parent's, else -1 */
+	bool ready_seen, stopping;
+	unsigned failures;	/* unasked exits or failed forks in a row */
+	long long no_fork_before_ms;
+};
+
+static struct supervisor the_supervisor;
+
+/* Logs what failed, and pauses forking. */
+static void note_failure(struct supervisor *s, const char *what)
+{
+	long long pause = backoff_ms(s->failures++, RETRY_MIN_MS, RETRY_MAX_MS);
+
+	s->no_fork_before_ms = now_ms() + pause;
+	log_msg(LOG_ERR, "%s; next worker in %lld ms", what, pause);
+}
+
+static size_t census_size(const struct supervisor *s)
+{
+	return s->config.workers * sizeof(int);
+}
+
+static void become_worker(struct supervisor *s, unsigned index)
+{
+	struct worker_setup setup = s->config.worker;
+	unsigned n = s->config.workers;
+	size_t budget = s->config.total_budget / n;
+
+	setup.index = index;
+	setup.count = n;
+	setup.lifeline = s->lifeline[0];
+	setup.ready_fd = s->ready[1];
+	setup.census = s->census;
+	setup.share = setup.max_connections / n +
+		      (index < setup.max_connections % n);
+	/* Never less than one packet's worth, or a packet could not fit. */
+	setup.budget = budget > setup.limits->max_packet ?
+			       budget : setup.limits->max_packet;
+	worker_run(&setup);
+}
+
+static void spawn(struct supervisor *s, unsigned index)
+{
+	pid_t pid = fork();
+
+	if (pid == 0)
+		become_worker(s, index);
+	if (pid < 0) {
+		char what[80];
+
+		snprintf(what, sizeof(what), "Cannot fork a worker: %s",
+			 strerror(errno));
+		note_failure(s, what);
+		return;
+	}
+	s->slots[index] = (struct slot){ pid, now_ms() };
+}
+
+/* Forks the workers that are missing, unless the brake says to wait:
+ * returns in how many ms to try again, or -1. */
+static long long fork_missing(struct supervisor *s)
+{
+	unsigned i;
+
+	for (i = 0; i < s->config.workers; i++) {
+		long long wait_ms = s->no_fork_before_ms - now_ms();
+
+		if (s->slots[i].pid)
+			continue;
+		if (wait_ms > 0)
+			return wait_ms;
+		spawn(s, i);
+	}
+	return -1;
+}
+
+static void describe_exit(struct supervisor *s, const struct slot *w,
+			  int status)
+{
+	char what[96];
+
+	if (now_ms() - w->started_ms > RETRY_MAX_MS)
+		s->failures = 0;
+	if (WIFSIGNALED(status))
+		snprintf(what, sizeof(what), "Worker %ld killed by signal %d",
+			 (long)w->pid, WTERMSIG(status));
+	else if (WEXITSTATUS(status) == WORKER_CANNOT_START)
+		snprintf(what, sizeof(what), "Worker %ld could not start",
+			 (long)w->pid);
+	else
+		snprintf(what, sizeof(what),
+			 "Worker %ld exited unasked (status %d)", (long)w->pid,
+			 WEXITSTATUS(status));
+	note_failure(s, what);
+}
+
+static unsigned running(const struct supervisor *s)
+{
+	unsigned i, n = 0;
+
+	for (i = 0; i < s->config.workers; i++)
+		n += s->slots[i].pid != 0;
+	return n;
+}
+
+static void reap(struct supervisor *s)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		unsigned i;
+
+		for (i = 0; i < s->config.workers; i++) {
+			struct slot *w = &s->slots[i];
+
+			if (w->pid != pid)
+				continue;
+			if (!s->stopping && !lifecycle_stop_requested())
+				describe_exit(s, w, status);
+			/* its connections are gone with it */
+			__atomic_store_n(&s->census[i], 0, __ATOMIC_RELAXED);
+			w->pid = 0;
+		}
+	}
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+struct supervisor *supervisor_start(const struct supervisor_config *config)
+{
+	struct supervisor *s = &the_supervisor;
+
+	memset(s, 0, sizeof(*s));
+	s->config = *config;
+	s->config.worker.parent = getpid();
+	s->lifeline[0] = s->lifeline[1] = s->ready[0] = s->ready[1] = -1;
+	s->census = mmap(NULL, census_size(s), PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (s->census == MAP_FAILED) {
+		s->census = NULL;
+		log_errno("Cannot map the workers' census");
+		return NULL;
+	}
+	if (pipe2(s->lifeline, O_CLOEXEC) != 0 ||
+	    pipe2(s->ready, O_CLOEXEC) != 0) {
+		log_errno("Cannot create the pipes to the workers");
+		supervisor_stop(s);
+		return NULL;
+	}
+	fork_missing(s);
+	close_fd(&s->ready[1]);	/* EOF on [0] once every worker has let go */
+	if (running(s) == 0) {
+		supervisor_stop(s);
+		return NULL;
+	}
+	return s;
+}
+
+int supervisor_wait_ready(struct supervisor *s)
+{
+	struct pollfd pfd = { .fd = s->ready[0], .events = POLLIN };
+	char byte;
+
+	while (!lifecycle_stop_requested()) {
+		if (ppoll(&pfd, 1, NULL, lifecycle_wait_mask()) < 0 &&
+		    errno != EINTR)
+			break;
+		if (lifecycle_child_exited())
+			reap(s);
+		if (pfd.revents == 0)
+			continue;
+		if (read(s->ready[0], &byte, 1) == 1) {
+			close_fd(&s->ready[0]);
+			return 0;
+		}
+		break;	/* every worker ended before it was ready */
+	}
+	return -1;
+}
+
+void supervisor_run(struct supervisor *s)
+{
+	while (!lifecycle_stop_requested()) {
+		long long wait_ms;
+		struct timespec timeout;
+
+		if (lifecycle_child_exited())
+			reap(s);
+		wait_ms = fork_missing(s);
+		timeout = ms_timespec(wait_ms);
+		ppoll(NULL, 0, wait_ms >= 0 ? &timeout : NULL,
+		      lifecycle_wait_mask());
+	}
+}
+
+static void kill_workers(struct supervisor *s)
+{
+	unsigned i;
+
+	log_msg(LOG_ERR, "%u workers did not stop within %d ms; killing them",
+		running(s), STOP_GRACE_MS);
+	for (i = 0; i < s->config.workers; i++)
+		if (s->slots[i].pid && kill(s->slots[i].pid, SIGKILL) != 0)
+			log_errno("Cannot kill worker %ld",
+				  (long)s->slots[i].pid);
+}
+
+void supervisor_stop(struct supervisor *s)
+{
+	long long deadline = now_ms() + STOP_GRACE_MS;
+	bool killed = false;
+
+	s->stopping = true;
+	close_fd(&s->lifeline[1]);	/* every worker sees it hang up */
+	close_fd(&s->ready[0]);
+	close_fd(&s->ready[1]);
+	while (running(s) > 0) {
+		lifecycle_sleep_ms(20);	/* returns early on SIGCHLD */
+		reap(s);
+		if (running(s) == 0 || now_ms() < deadline)
+			continue;
+		if (killed) {
+			log_msg(LOG_ERR, "%u workers did not stop; they end with this process",
+				running(s));
+			break;
+		}
+		kill_workers(s);
+		killed = true;
+		deadline = now_ms() + STOP_GRACE_MS;
+	}
+	close_fd(&s->lifeline[0]);
+	if (s->census)
+		munmap(s->census, census_size(s));
+	s->census = NULL;
+}
