@@ -20,7 +20,9 @@ STATIC = ["LDFLAGS=-static"]
 HELP_ENTRY = re.compile(r"^  -(\w), --([\w-]+)(?: ([A-Z]+))?\s{2,}(.*)$")
 # mandoc -T ascii: "     -p, --port port" then the text indented further
 MAN_ENTRY = re.compile(r"^     -(\w), --([\w-]+)(?: (\w+))?$")
+# "(default 9000)", "(default: every address)", "(default 60, 0 = never)"
 DEFAULT = re.compile(r"\(default:? ([^,;)]+)")
+ANY_DEFAULT = re.compile(r"\bdefault", re.I)
 
 
 def need(name):
@@ -113,18 +115,77 @@ def test_same_short_letters_and_arguments(both):
         assert (m_arg or "").lower() == (h_arg or "").lower(), name
 
 
+def defaults(options):
+    """{long name: [every default its description states]}, [] for none.
+    A description that says "default" in any other form fails here, so a
+    default cannot hide from the comparison behind other words."""
+    stated = {}
+    for name, (_, _, text) in options.items():
+        found = DEFAULT.findall(text)
+        assert len(ANY_DEFAULT.findall(text)) == len(found), \
+            f"--{name}: a default not written as '(default X': {text!r}"
+        stated[name] = found
+    return stated
+
+
+def default_differences(helped, documented):
+    """Every option whose defaults differ between --help and the page,
+    both ways: a different value, or a default that only one side states."""
+    h, m = defaults(helped), defaults(documented)
+    return [f"--{name}: --help {h.get(name)}, the page {m.get(name)}"
+            for name in sorted(set(h) | set(m)) if h.get(name) != m.get(name)]
+
+
 def test_same_defaults(both):
     helped, documented = both
-    checked = 0
-    for name in set(helped) & set(documented):
-        h_default = DEFAULT.search(helped[name][2])
-        m_default = DEFAULT.search(documented[name][2])
-        assert bool(m_default) == bool(h_default), \
-            f"--{name}: --help says {helped[name][2]!r}, the page {documented[name][2]!r}"
-        if h_default:
-            assert m_default.group(1) == h_default.group(1), name
-            checked += 1
-    assert checked >= 5, "the defaults of --help were not found"
+    assert default_differences(helped, documented) == []
+    # The parser saw the defaults, not nothing (which would compare equal)
+    assert sum(1 for found in defaults(helped).values() if found) >= 5
+
+
+def with_text(options, name, text):
+    changed = dict(options)
+    short, arg, _ = changed[name]
+    changed[name] = (short, arg, text)
+    return changed
+
+
+def test_a_default_on_one_side_only_or_changed_is_caught(both):
+    helped, documented = both
+    with_default = next(n for n, found in defaults(helped).items() if found)
+    without = next(n for n, found in defaults(helped).items() if not found)
+    text = documented[with_default][2]
+    # the page drops a default that --help states
+    dropped = with_text(documented, with_default,
+                        DEFAULT.sub("(", text).replace("()", ""))
+    assert default_differences(helped, dropped)
+    assert default_differences(dropped, helped)
+    # the page states one for an option that has none in --help
+    added = with_text(documented, without,
+                      documented[without][2] + " (default 7)")
+    assert default_differences(helped, added)
+    # another value
+    changed = with_text(documented, with_default,
+                        DEFAULT.sub("(default 12345", text, count=1))
+    assert default_differences(helped, changed)
+    # a default in words the comparison would not see
+    with pytest.raises(AssertionError, match="not written as"):
+        defaults(with_text(documented, without,
+                           documented[without][2] + " It defaults to 7."))
+
+
+def test_a_changed_default_in_the_page_source_is_caught(both, tmp_path):
+    """The same through the renderer: bump the first numeric default in a
+    copy of the page's roff source."""
+    helped, _ = both
+    source = MANPAGE.read_text()
+    m = re.search(r"\(default (\d+)", source)
+    assert m, "no numeric default in the page"
+    mutated = tmp_path / "aesdsocket.8"
+    mutated.write_text(source[:m.start(1)] + str(int(m.group(1)) + 1)
+                       + source[m.end(1):])
+    differences = default_differences(helped, man_options(mutated))
+    assert len(differences) == 1 and m.group(1) in differences[0], differences
 
 
 def test_synopsis_lists_every_short_option(both):
