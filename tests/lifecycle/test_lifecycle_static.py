@@ -62,8 +62,8 @@ def test_defaults_file_is_readable_by_sh_and_systemd():
     assert re.search(r'^AESDSOCKET_ARGS="--user aesd"$', DEFAULT.read_text(),
                      re.MULTILINE)
     commented = DEFAULT.read_text()
-    for option in ("--max-connections 10240", "--max-workers 32",
-                   "--max-packet 1048576",
+    for option in ("--max-connections 10240", "--workers 2",
+                   "--buffer-budget 33554432", "--max-packet 1048576",
                    "--idle-timeout 60", "--send-timeout 10",
                    "--bind ADDRESS"):
         assert re.search(rf'^#AESDSOCKET_ARGS=".*{option}', commented,

@@ -143,6 +143,40 @@ def test_same_defaults(both):
     assert sum(1 for found in defaults(helped).values() if found) >= 5
 
 
+DEFAULTS_FILE = MANPAGE.parent / "aesdsocket.default"
+# "#   --port PORT             TCP port to listen on [9000]", continued by
+# "#                           ..." lines
+FILE_ENTRY = re.compile(r"^#   --([\w-]+)(?: [A-Z]+)?\s{2,}(.*)$")
+FILE_DEFAULT = re.compile(r"\[([^,;\]]+)")
+
+
+def defaults_file_options():
+    """{long name: [the defaults its comment states, in brackets]}."""
+    options, current = {}, None
+    for line in DEFAULTS_FILE.read_text().splitlines():
+        m = FILE_ENTRY.match(line)
+        if m:
+            current = m.group(1)
+            options[current] = m.group(2)
+        elif current and re.match(r"^#\s{20,}\S", line):
+            options[current] += " " + line[1:].strip()
+        else:
+            current = None
+    return {name: FILE_DEFAULT.findall(text) for name, text in options.items()}
+
+
+def test_defaults_file_states_the_same_defaults(both):
+    """/etc/default/aesdsocket explains the options with their defaults in
+    brackets: each option it names exists, with the default --help gives."""
+    helped, _ = both
+    stated = defaults(helped)
+    in_file = defaults_file_options()
+    assert len(in_file) >= 8, in_file
+    assert sorted(set(in_file) - set(helped)) == [], "not in --help"
+    assert {name: found for name, found in in_file.items()
+            if found != stated[name]} == {}
+
+
 def with_text(options, name, text):
     changed = dict(options)
     short, arg, _ = changed[name]
