@@ -234,11 +234,9 @@ static void record_exit(void)
 /* Real functions, resolved once before main() (dlsym is not
  * async-signal-safe, and a lazy lookup in a forked child could deadlock). */
 static pid_t (*real_fork)(void);
-static int (*real_socketpair)(int, int, int, int[2]);
 static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
 static int (*real_accept)(int, struct sockaddr *, socklen_t *);
 static int (*real_epoll_create1)(int);
-static int (*real_epoll_create)(int);
 static int (*real_setuid)(uid_t);
 static int (*real_setgid)(gid_t);
 static int (*real_setresuid)(uid_t, uid_t, uid_t);
@@ -252,11 +250,9 @@ static int (*real_ftruncate)(int, off_t);
 static void resolve_all(void)
 {
 	RESOLVE(fork);
-	RESOLVE(socketpair);
 	RESOLVE(accept4);
 	RESOLVE(accept);
 	RESOLVE(epoll_create1);
-	RESOLVE(epoll_create);
 	RESOLVE(setuid);
 	RESOLVE(setgid);
 	RESOLVE(setresuid);
@@ -342,11 +338,6 @@ pid_t fork(void)
 	return pid;
 }
 
-int socketpair(int domain, int type, int protocol, int sv[2])
-{
-	WRAP(socketpair, int, real_socketpair(domain, type, protocol, sv));
-}
-
 int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
 	WRAP(accept4, int, real_accept4(fd, addr, len, flags));
@@ -360,11 +351,6 @@ int accept(int fd, struct sockaddr *addr, socklen_t *len)
 int epoll_create1(int flags)
 {
 	WRAP(epoll_create1, int, real_epoll_create1(flags));
-}
-
-int epoll_create(int size)
-{
-	WRAP(epoll_create, int, real_epoll_create(size));
 }
 
 int setuid(uid_t uid)

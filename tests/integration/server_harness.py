@@ -158,9 +158,11 @@ class Server:
     """One aesdsocket process (and its workers) owned by a test."""
 
     def __init__(self, tmp_path, args=(), port=None, data_file=None, env=None,
-                 prefix=(), preexec_fn=None, pass_fds=()):
+                 prefix=(), preexec_fn=None, pass_fds=(), log_stderr=True):
         """env: the server's whole environment (default: ours); prefix: a
-        command in front of it (e.g. setpriv ... --), before WRAPPER."""
+        command in front of it (e.g. setpriv ... --), before WRAPPER;
+        log_stderr=False leaves out -s (then wait_listening cannot wait
+        for a log line: start it with wait=False)."""
         self.tmp_path = tmp_path
         self.port = port or free_port()
         self.data_file = str(data_file or tmp_path / "aesdsocketdata")
@@ -170,11 +172,14 @@ class Server:
         self.prefix = list(prefix)
         self.preexec_fn = preexec_fn
         self.pass_fds = tuple(pass_fds)
+        self.log_stderr = log_stderr
         self.proc = None
 
     def command(self, extra=()):
-        return self.prefix + WRAPPER + [BINARY, "-s", "-p", str(self.port), "-f",
-                                        self.data_file] + self.args + list(extra)
+        return (self.prefix + WRAPPER + [BINARY] +
+                (["-s"] if self.log_stderr else []) +
+                ["-p", str(self.port), "-f", self.data_file] + self.args +
+                list(extra))
 
     def start(self, extra=(), wait=True):
         self.stderr_file = open(self.stderr_path, "ab")
@@ -403,3 +408,124 @@ def shared_tmp_dir():
     path = tempfile.mkdtemp(prefix="aesd-user-", dir="/tmp")
     os.chmod(path, 0o1777)
     return path
+
+
+# ------------------------------------------------ the v3 process model
+
+def _binary_mentions(word):
+    try:
+        with open(BINARY, "rb") as f:
+            return word in f.read()
+    except OSError:
+        return False
+
+
+# A sanitizer build keeps freed memory in quarantine and maps shadow
+# memory: its footprint says nothing about the server's own bounds.
+UNDER_SANITIZER = _binary_mentions(b"__asan_init")
+
+
+def process_state(pid):
+    """The state letter of /proc/pid/stat ("S", "T", "Z", ...), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def has_event_loop(pid):
+    """True once a worker has created its epoll instance: the last step of
+    its set-up before it serves."""
+    return "anon_inode:[eventpoll]" in fd_targets(pid).values()
+
+
+def serving_workers(server):
+    """The live workers that have set up their event loop, sorted."""
+    return sorted(w for w in live_children(server.proc.pid)
+                  if has_event_loop(w))
+
+
+def wait_workers(server, count, timeout=10.0, exclude=()):
+    """Waits until exactly count workers serve, none of them in exclude
+    (e.g. the pid of a killed one); returns their pids."""
+    found = []
+
+    def ready():
+        workers = live_children(server.proc.pid)
+        serving = [w for w in workers if has_event_loop(w)]
+        found[:] = sorted(serving)
+        return (len(workers) == len(serving) == count and
+                not set(serving) & set(exclude))
+    try:
+        wait_until(ready, scaled(timeout), what=f"{count} serving workers")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; serving: {found}, excluded: "
+                             f"{list(exclude)}\n{server.log()[-3000:]}")
+    return list(found)
+
+
+def stop_process(pid):
+    """SIGSTOP, and waits until the process is really stopped."""
+    os.kill(pid, signal.SIGSTOP)
+    wait_until(lambda: process_state(pid) in ("T", "t", None), scaled(5),
+               what=f"process {pid} to stop")
+
+
+def connect_on(server, worker, timeout=5.0):
+    """A connection accepted by the given worker: every other worker is
+    stopped meanwhile, so only this one can accept it."""
+    others = [w for w in live_children(server.proc.pid) if w != worker]
+    stopped = []
+    try:
+        for other in others:
+            if process_state(other) not in ("T", "t"):
+                stop_process(other)
+                stopped.append(other)
+        sock = server.connect(timeout=timeout)
+        holder = worker_serving(server, sock)
+        assert holder == worker, f"accepted by {holder}, not {worker}"
+    finally:
+        for other in stopped:
+            os.kill(other, signal.SIGCONT)
+    return sock
+
+
+def log_lines(server, pattern, pid=None):
+    """The log lines (from stderr, -s) that match the regular expression,
+    from one process if pid is given."""
+    who = str(pid) if pid else r"\d+"
+    return [m.group(0) for m in
+            re.finditer(rf"^aesdsocket\[{who}\]: .*?(?:{pattern}).*$",
+                        server.log(), re.M)]
+
+
+def kib_field(pid, name, source="status"):
+    """A "kB" field of /proc/pid/status or /proc/pid/smaps_rollup."""
+    with open(f"/proc/{pid}/{source}") as f:
+        for line in f:
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {name} in /proc/{pid}/{source}")
+
+
+def tree_pss_kib(server):
+    """The proportional set size of the server and its workers (shared
+    pages counted once across them), in KiB."""
+    total = 0
+    for pid in [server.proc.pid] + live_children(server.proc.pid):
+        try:
+            total += kib_field(pid, "Pss", "smaps_rollup")
+        except OSError:
+            continue            # exited meanwhile
+    return total
+
+
+def fd_count(pid):
+    return len(fd_targets(pid))
+
+
+# The next appender's log line after a worker died mid-append ("worker"
+# or the older "connection process"): str.format(size=N).
+TORN_APPEND_CUT_BACK = (r"A (?:connection process|worker) died while "
+                        r"appending; cut\w* the data file back to {size} bytes")

@@ -1,5 +1,6 @@
-"""Process hygiene a daemon must have (issue 9, item 4): signals, closed
-stdio, relative paths with -d, descriptors, and _exit() in children."""
+"""Process hygiene a daemon must have (issues 9 and 14): signals, closed
+stdio, relative paths with -d, exactly the descriptors each process
+needs, and _exit() in children."""
 import os
 import resource
 import signal
@@ -12,11 +13,13 @@ import pytest
 
 import faultshim as shim
 from server_harness import (BINARY, UNDER_VALGRIND, WRAPPER, assert_served,
-                            fd_targets, free_port, live_children,
-                            open_after_one_exchange, pid_alive,
-                            port_accepts, read_bytes, recv_exactly, scaled,
-                            socket_inode, tcp_socket_states, unix_socket_types,
-                            wait_server_read_everything, wait_until)
+                            connect_on, fd_targets, free_port, grow_file,
+                            has_event_loop,
+                            live_children, pid_alive, port_accepts,
+                            read_bytes, recv_exactly, recv_until_suffix,
+                            scaled, socket_inode, tcp_socket_states,
+                            unix_socket_types, wait_server_read_everything,
+                            wait_until, wait_workers)
 
 LISTEN = 0x0A
 CLOSE_STDIO = ["sh", "-c", 'exec "$@" <&- >&- 2>&-', "sh"]
@@ -201,57 +204,127 @@ def test_daemon_resolves_relative_paths_before_chdir(tmp_path):
 
 # ------------------------------------------------------------- descriptors
 
-def unexpected_worker_fds(worker, data_file):
-    """What a worker holds beyond 0-2, unix sockets, the data file and one
-    TCP connection (not listening): a list of descriptions."""
-    found, tcp = [], 0
+UNIX_DGRAM = 2
+
+
+def fd_kinds(pid, data_file):
+    """{fd: kind} of a process: "stdio", "listener", "connection",
+    "epoll", "pipe:INODE", "data file", "syslog" (an AF_UNIX datagram
+    socket), or the target of anything else."""
+    kinds = {}
+    targets = fd_targets(pid)
     unix, states = unix_socket_types(), tcp_socket_states()
-    for fd, target in sorted(fd_targets(worker).items()):
-        if fd <= 2 or target.startswith(data_file):
-            continue
+    for fd, target in sorted(targets.items()):
         inode = socket_inode(target)
-        if inode is not None and (inode not in unix and inode not in states):
+        if inode is not None and inode not in unix and inode not in states:
             unix, states = unix_socket_types(), tcp_socket_states()  # new
-        if inode in unix:
-            continue
-        if inode in states:
-            tcp += 1
-            if states[inode] == LISTEN:
-                found.append(f"fd {fd}: the listening socket")
-            elif tcp > 1:
-                found.append(f"fd {fd}: a second TCP connection")
-            continue
-        found.append(f"fd {fd} -> {target}")
-    return found
+        if fd <= 2:
+            kinds[fd] = "stdio"
+        elif target == data_file:
+            kinds[fd] = "data file"
+        elif target == "anon_inode:[eventpoll]":
+            kinds[fd] = "epoll"
+        elif target.startswith("pipe:"):
+            kinds[fd] = target
+        elif inode in states:
+            kinds[fd] = "listener" if states[inode] == LISTEN else "connection"
+        elif unix.get(inode) == UNIX_DGRAM:
+            kinds[fd] = "syslog"
+        else:
+            kinds[fd] = target
+    return kinds
 
 
-def hold_connections(server):
-    """Connections in every state: silent, idle after an exchange, and one
-    with a packet in flight (so one worker holds a TCP socket)."""
-    socks = [server.connect() for _ in range(3)]
-    idle, expected = open_after_one_exchange(server, 3, b"idle after")
-    socks += idle
-    busy = server.connect()
-    busy.sendall(b"in flight")
-    wait_server_read_everything(server, busy)
-    return socks + [busy]
+def tally(kinds):
+    counts = {}
+    for kind in kinds.values():
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def opened_read_only(pid, fd):
+    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("flags:"):
+                return int(line.split()[1], 8) & os.O_ACCMODE == os.O_RDONLY
+    return False
+
+
+def check_descriptors(server_pid, workers, data_file, connections):
+    """Every descriptor of the parent and of each worker, exactly: the
+    parent holds stdio, the listening socket, both ends of the lifeline
+    pipe, the data file and at most the syslog socket, and nothing per
+    connection; a worker holds stdio, the listener, its epoll instance,
+    the lifeline's read end, the data file, at most the syslog socket,
+    and one socket per connection it serves (connections[worker])."""
+    parent = fd_kinds(server_pid, data_file)
+    pipes = [k for k in parent.values() if k.startswith("pipe:")]
+    assert len(pipes) == 2 and len(set(pipes)) == 1, parent
+    lifeline = pipes[0]
+    syslog = {k: 1 for k in parent.values() if k == "syslog"}
+    expected = {"stdio": 3, "listener": 1, lifeline: 2, "data file": 1,
+                **syslog}
+    assert tally(parent) == expected, parent
+    assert os.path.exists("/dev/log") or not syslog
+    for worker in workers:
+        kinds = fd_kinds(worker, data_file)
+        expected = {"stdio": 3, "listener": 1, "epoll": 1, lifeline: 1,
+                    "data file": 1, **syslog}
+        if connections.get(worker):
+            expected["connection"] = connections[worker]
+        assert tally(kinds) == expected, (worker, kinds)
+        (end,) = [fd for fd, kind in kinds.items() if kind == lifeline]
+        assert opened_read_only(worker, end), "the lifeline's write end"
+
+
+def hold_connections(server, workers):
+    """On each worker: a silent connection, one idle after an exchange,
+    one with a partial packet and one that has not read its response (a
+    file of 5 MB: more than the socket buffers take, so the response is
+    under way; start the server with -t 0).  Returns the sockets."""
+    grow_file(server, 5)
+    socks = []
+    for i, worker in enumerate(workers):
+        silent = connect_on(server, worker)
+        idle = connect_on(server, worker)
+        idle.sendall(b"idle %d\n" % i)
+        recv_until_suffix(idle, b"idle %d\n" % i)
+        partial = connect_on(server, worker)
+        partial.sendall(b"in flight")
+        unread = connect_on(server, worker)
+        unread.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        unread.sendall(b"unread\n")
+        socks += [silent, idle, partial, unread]
+    for sock in socks:
+        wait_server_read_everything(server, sock, timeout=20)
+    return socks
 
 
 @pytest.mark.skipif(UNDER_VALGRIND,
                     reason="valgrind holds descriptors of its own (its log "
                            "file) in every process")
-def test_workers_hold_only_their_own_descriptors(make_server):
-    server = make_server()
-    socks = hold_connections(server)
+def test_every_process_holds_only_its_own_descriptors(make_server):
+    """No slack: each descriptor of the parent and of each worker is
+    accounted for, with connections in every state, again once they are
+    all closed, and in a worker forked after start-up."""
+    server = make_server("--workers", "2", "--send-timeout", "0")
+    workers = wait_workers(server, 2)
+    check_descriptors(server.proc.pid, workers, server.data_file, {})
+    socks = hold_connections(server, workers)
     try:
-        workers = live_children(server.proc.pid)
-        assert workers
-        problems = {w: unexpected_worker_fds(w, server.data_file)
-                    for w in workers}
-        assert not any(problems.values()), problems
+        check_descriptors(server.proc.pid, workers, server.data_file,
+                          {w: 4 for w in workers})
     finally:
         for sock in socks:
             sock.close()
+    idle = lambda: all(not any(k == "connection" for k in
+                               fd_kinds(w, server.data_file).values())
+                       for w in workers)
+    wait_until(idle, scaled(10), what="the workers to close every connection")
+    check_descriptors(server.proc.pid, workers, server.data_file, {})
+    os.kill(workers[0], signal.SIGKILL)
+    workers = wait_workers(server, 2, exclude=workers[:1])
+    check_descriptors(server.proc.pid, workers, server.data_file, {})
 
 
 def test_inherited_descriptor_is_closed_everywhere(make_server, tmp_path):
@@ -260,10 +333,11 @@ def test_inherited_descriptor_is_closed_everywhere(make_server, tmp_path):
     marker = tmp_path / "inherited-marker"
     fd = os.open(marker, os.O_RDWR | os.O_CREAT)
     try:
-        server = make_server(pass_fds=[fd])
+        server = make_server("--send-timeout", "0", pass_fds=[fd])
     finally:
         os.close(fd)
-    socks = hold_connections(server)
+    workers = wait_workers(server, len(server.workers()))
+    socks = hold_connections(server, workers[:1])
     try:
         for pid in [server.proc.pid] + live_children(server.proc.pid):
             holding = [f for f, target in fd_targets(pid).items()
@@ -277,23 +351,31 @@ def test_inherited_descriptor_is_closed_everywhere(make_server, tmp_path):
 @pytest.mark.skipif(UNDER_VALGRIND,
                     reason="valgrind holds descriptors of its own (its log "
                            "file) in every process")
-def test_daemon_workers_hold_no_readiness_pipe(tmp_path):
+def test_daemon_holds_no_readiness_pipe(tmp_path):
+    """-d: once it has returned, the daemon and its workers hold no end of
+    a readiness pipe (the first workers close theirs once ready, the
+    daemon once it has told the foreground process); only the lifeline
+    pipe is left, and a worker forked later never gets one either."""
     port = free_port()
     data = tmp_path / "data"
     pidfile = tmp_path / "aesdsocket.pid"
-    started = start_daemon(["-p", str(port), "-f", str(data), "-P",
-                            str(pidfile)])
+    started = start_daemon(["-w", "2", "-p", str(port), "-f", str(data),
+                            "-P", str(pidfile)])
     assert started.returncode == 0, started.stderr
     pid = int(pidfile.read_text())
     try:
         assert exchange_on(port, b"daemon\n", 7) == b"daemon\n"
-        workers = live_children(pid)
-        assert workers
-        pipes = {w: [t for t in fd_targets(w).values() if t.startswith("pipe:")]
-                 for w in workers}
-        assert not any(pipes.values()), pipes
-        problems = {w: unexpected_worker_fds(w, str(data)) for w in workers}
-        assert not any(problems.values()), problems
+
+        def serving():
+            workers = [w for w in live_children(pid) if has_event_loop(w)]
+            return workers if len(workers) == 2 else None
+        wait_until(serving, scaled(10), what="two serving workers")
+        workers = serving()
+        check_descriptors(pid, workers, str(data), {})
+        os.kill(workers[0], signal.SIGKILL)
+        wait_until(lambda: serving() and workers[0] not in serving(),
+                   scaled(10), what="the killed worker's replacement")
+        check_descriptors(pid, serving(), str(data), {})
     finally:
         stop_daemon(pid)
 
@@ -303,26 +385,18 @@ def test_daemon_workers_hold_no_readiness_pipe(tmp_path):
 @shim.needs_shim
 def test_forked_children_end_with_exit(make_server, faultshim):
     """Workers end with _exit(): the atexit() handlers they inherited (here
-    the shim's, registered before main) run in the main process only."""
-    server = make_server(env=faultshim.env(record_atexit=True))
+    the shim's, registered before main) run in the main process only, for
+    the first workers and for one forked later alike."""
+    server = make_server("--workers", "2", "--send-timeout", "0",
+                         env=faultshim.env(record_atexit=True))
     pid = server.proc.pid
-    socks = hold_connections(server)
-    for sock in socks:
-        sock.close()
-    # a burst of workers, so that some retire on their own before the stop
-    busy = []
+    workers = wait_workers(server, 2)
+    socks = hold_connections(server, workers[1:])
     try:
-        for i in range(12):
-            sock = server.connect()
-            sock.sendall(b"burst %d" % i)
-            busy.append(sock)
-        for sock in busy:
-            wait_server_read_everything(server, sock, timeout=10)
+        os.kill(workers[0], signal.SIGKILL)
+        wait_workers(server, 2, exclude=workers[:1])
     finally:
-        for sock in busy:
+        for sock in socks:
             sock.close()
-    deadline = time.monotonic() + scaled(5)
-    while time.monotonic() < deadline and len(live_children(pid)) > 8:
-        time.sleep(0.1)
     assert server.stop() == 0
     assert faultshim.exited_through_atexit() == [pid]

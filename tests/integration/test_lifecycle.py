@@ -8,9 +8,9 @@ import time
 import pytest
 
 from server_harness import (BINARY, WRAPPER, assert_served, children_of,
-                            exchange, free_port, live_children, pid_alive,
+                            connect_on, exchange, free_port, pid_alive,
                             port_accepts, recv_until_suffix, scaled,
-                            wait_server_read_everything, wait_until)
+                            wait_until, wait_workers)
 
 
 def run(args, timeout=10):
@@ -142,8 +142,8 @@ def test_help_and_version():
     help_ = run(["--help"])
     assert help_.returncode == 0
     for option in (b"--daemon", b"--port", b"--data-file", b"--pidfile",
-                   b"--log-stderr", b"--max-connections", b"--max-workers",
-                   b"--max-packet", b"--idle-timeout", b"--send-timeout",
+                   b"--log-stderr", b"--max-connections", b"--workers",
+                   b"--max-workers", b"--buffer-budget", b"--max-packet", b"--idle-timeout", b"--send-timeout",
                    b"--user", b"--bind"):
         assert option in help_.stdout
     version = run(["--version"])
@@ -159,32 +159,17 @@ def test_bind_address_limits_the_listener(make_server):
 
 
 def test_exited_workers_are_reaped(make_server):
-    """Workers that exit, killed or retiring after a burst, are reaped:
-    none stays a zombie child of the server."""
-    server = make_server()
+    """Workers that exit (two of three killed at once) are reaped: none
+    stays a zombie child of the server, and both are replaced."""
+    server = make_server("--workers", "3")
     pid = server.proc.pid
-    burst = []
-    try:
-        for i in range(20):        # a packet in flight each: 20 workers
-            s = server.connect()
-            s.sendall(b"burst %d" % i)
-            burst.append(s)
-        for s in burst:
-            wait_server_read_everything(server, s, timeout=10)
-        workers = live_children(pid)
-        assert len(workers) >= 20
-    finally:
-        for s in burst:
-            s.close()
+    workers = wait_workers(server, 3)
     killed = workers[:2]
     for worker in killed:
         os.kill(worker, signal.SIGKILL)
-    # the surplus idle workers retire on their own
-    wait_until(lambda: any(not pid_alive(w) for w in workers[2:]), scaled(10),
-               what="a surplus worker to retire")
-    exited = [w for w in workers if not pid_alive(w)]
-    wait_until(lambda: not any(os.path.exists(f"/proc/{w}") for w in exited),
-               scaled(5), what=f"exited workers {exited} to be reaped")
+    wait_until(lambda: not any(os.path.exists(f"/proc/{w}") for w in killed),
+               scaled(5), what=f"killed workers {killed} to be reaped")
+    wait_workers(server, 3, exclude=killed)
     zombies = [c for c in children_of(pid) if not pid_alive(c)]
     assert not zombies, f"zombie children {zombies}"
     assert_served(server, b"")
@@ -218,15 +203,23 @@ def test_socket_activation(tmp_path):
     assert not data.exists()
 
 
-def test_deleted_data_file_does_not_stop_the_service(server):
+def test_deleted_data_file_does_not_stop_the_service(make_server):
+    """Someone deletes the data file: the workers keep appending to the
+    file they hold, and so does a worker forked after the deletion (it
+    reopens the file its parent holds, not the path)."""
+    server = make_server("--workers", "2")
+    workers = wait_workers(server, 2)
     with server.connect() as s:
         exchange(s, b"before\n", 7)
     os.unlink(server.data_file)
-    # more clients at once than spare workers: new workers must start
-    clients = [server.connect() for _ in range(10)]
-    for i, s in enumerate(clients):
-        packet = b"after %d\n" % i
-        s.sendall(packet)
-        assert recv_until_suffix(s, packet).startswith(b"before\n")
-        s.close()
+    os.kill(workers[0], signal.SIGKILL)
+    workers = wait_workers(server, 2, exclude=workers[:1])
+    expected = b"before\n"
+    for worker in workers:
+        with connect_on(server, worker) as s:
+            packet = b"after on %d\n" % worker
+            s.sendall(packet)
+            expected += packet
+            assert recv_until_suffix(s, packet) == expected
     assert server.proc.poll() is None
+    assert not os.path.exists(server.data_file)
