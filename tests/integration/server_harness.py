@@ -314,6 +314,21 @@ def tcp_entries():
     return entries
 
 
+def server_send_queue(server, client):
+    """Bytes the server's end of the client's connection has yet to send
+    (0 once it is gone)."""
+    client_port = client.getsockname()[1]
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.read().splitlines()[1:]:
+                fields = line.split()
+                if (int(fields[1].rsplit(":", 1)[1], 16) == server.port and
+                        int(fields[2].rsplit(":", 1)[1], 16) == client_port
+                        and int(fields[9])):
+                    return int(fields[4].split(":")[0], 16)
+    return 0
+
+
 def server_side(server, client):
     """(rx_queue, inode) of the server's end of the client's connection."""
     client_port = client.getsockname()[1]
@@ -472,9 +487,10 @@ def stop_process(pid):
                what=f"process {pid} to stop")
 
 
-def connect_on(server, worker, timeout=5.0):
+def connect_on(server, worker, timeout=5.0, rcvbuf=None):
     """A connection accepted by the given worker: every other worker is
-    stopped meanwhile, so only this one can accept it."""
+    stopped meanwhile, so only this one can accept it.  rcvbuf: the
+    client's SO_RCVBUF, set before it connects."""
     others = [w for w in live_children(server.proc.pid) if w != worker]
     stopped = []
     try:
@@ -482,7 +498,11 @@ def connect_on(server, worker, timeout=5.0):
             if process_state(other) not in ("T", "t"):
                 stop_process(other)
                 stopped.append(other)
-        sock = server.connect(timeout=timeout)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(scaled(timeout))
+        sock.connect(("127.0.0.1", server.port))
         holder = worker_serving(server, sock)
         assert holder == worker, f"accepted by {holder}, not {worker}"
     finally:
@@ -529,3 +549,20 @@ def fd_count(pid):
 # or the older "connection process"): str.format(size=N).
 TORN_APPEND_CUT_BACK = (r"A (?:connection process|worker) died while "
                         r"appending; cut\w* the data file back to {size} bytes")
+
+
+def file_size_limit(limit):
+    """A preexec_fn: RLIMIT_FSIZE for the server process and its workers."""
+    def apply():
+        import resource
+        resource.setrlimit(resource.RLIMIT_FSIZE,
+                           (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    return apply
+
+
+def worker_count(server):
+    """The number of workers the server says it started with."""
+    server.wait_log(r"Serving on port")
+    found = re.search(r"Serving on port .* with (\d+) workers", server.log())
+    assert found, server.log()
+    return int(found.group(1))

@@ -23,7 +23,8 @@ import pytest
 
 from server_harness import (TORN_APPEND_CUT_BACK, UNDER_VALGRIND,
                             assert_closed_by_server, assert_served,
-                            connect_on, expect_start_failure, grow_file,
+                            connect_on, expect_start_failure,
+                            file_size_limit, grow_file,
                             pid_alive, proc_exists, read_bytes, recv_exactly,
                             recv_until_suffix, rst_close, scaled, send_packet,
                             status_field, tcp_entries,
@@ -253,14 +254,6 @@ def test_enospc_leaves_file_unchanged(mounts, make_server, tmp_path):
     expected = assert_served(server, b"first\nbystander\n")
     assert send_packet(server, big, expected + big) == expected + big
     assert server.stop() == 0
-
-
-def file_size_limit(limit):
-    """A preexec_fn: RLIMIT_FSIZE for the server process and its workers."""
-    def apply():
-        resource.setrlimit(resource.RLIMIT_FSIZE,
-                           (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-    return apply
 
 
 def test_efbig_leaves_file_unchanged(make_server):
