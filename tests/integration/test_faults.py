@@ -121,7 +121,7 @@ def test_over_long_packet_disconnects_stores_nothing(make_server):
 
     # an endless packet: the server stops reading after the limit, so the
     # client can push no more than the socket buffers hold
-    baseline = max(int(status_field(p, "VmHWM")[0]) for p in server.workers())
+    baseline = {p: int(status_field(p, "VmHWM")[0]) for p in server.workers()}
     sent = 0
     with server.connect() as sock:
         sock.settimeout(scaled(10))
@@ -131,8 +131,13 @@ def test_over_long_packet_disconnects_stores_nothing(make_server):
                 sent += sock.send(chunk)
     assert sent < 64 << 20, f"server kept reading: {sent} bytes accepted"
     server.wait_log(r"packet longer than 1024 bytes", count=2)
-    peak = max(int(status_field(p, "VmHWM")[0]) for p in server.workers())
-    assert peak - baseline < 16 * 1024, f"worker peak RSS grew {peak - baseline} kB"
+    grown = {p: int(status_field(p, "VmHWM")[0]) - baseline[p]
+             for p in baseline}
+    print(f"workers' peak RSS grew by {grown} KiB")
+    # at most the 64 KiB receive buffer touched for the first time, and
+    # under sanitizers its shadow; valgrind's own memory moves more
+    bound = 16 * 1024 if UNDER_VALGRIND else 1024
+    assert sum(grown.values()) <= bound, f"worker peak RSS grew {grown} kB"
     assert read_bytes(server.data_file) == exact
     assert_served(server, exact)
 

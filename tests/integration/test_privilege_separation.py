@@ -39,14 +39,33 @@ def stop_and_wait(server, timeout=10.0):
         server.stderr_file.close()
 
 
+BLOCK_EVERY_SIGNAL = ("import signal, sys, time; "
+                      "signal.pthread_sigmask(signal.SIG_BLOCK, "
+                      "signal.valid_signals()); "
+                      "print(flush=True); time.sleep(600)")
+
+
 @pytest.fixture
 def victim():
     """A process of the test's own that nobody has a reason to signal,
-    in a session of its own (so a negative pid names its group only)."""
-    proc = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    in a session of its own (so a negative pid names its group only).  It
+    blocks every signal it can: one sent to it stays pending, visible at
+    once (SIGKILL: pending until it has died, then a zombie)."""
+    proc = subprocess.Popen(["/usr/bin/python3", "-c", BLOCK_EVERY_SIGNAL],
+                            start_new_session=True, stdout=subprocess.PIPE)
+    proc.stdout.readline()          # blocking from now on
     yield proc
     proc.kill()
     proc.wait()
+    proc.stdout.close()
+
+
+def signalled(proc):
+    """True if any signal has been sent to proc since it blocked them."""
+    with open(f"/proc/{proc.pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return (fields["State"].split()[0] in ("Z", "X", "T") or
+            int(fields["SigPnd"], 16) != 0 or int(fields["ShdPnd"], 16) != 0)
 
 
 # ------------------------------------------------ worker-writable memory
@@ -92,8 +111,7 @@ def test_worker_memory_cannot_aim_the_parents_signals(make_server, victim):
     expected = assert_served(server, expected)
     assert read_bytes(server.data_file) == expected
     status = stop_and_wait(server)
-    time.sleep(0.2)
-    assert victim.poll() is None, \
+    assert not signalled(victim), \
         f"the parent signalled the pid written into {written}"
     assert status == 0
     assert not os.path.exists(server.data_file)
