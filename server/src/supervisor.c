@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,10 +23,15 @@
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 5000
 #define STOP_GRACE_MS 5000
+/* A worker stopped (SIGSTOP) for this long while it holds the data file's
+ * lock stops every append of every worker: it is killed, and the next
+ * appender cuts back what it had written. */
+#define STOPPED_WITH_LOCK_MS 500
 
 struct slot {
 	pid_t pid;		/* 0: none running */
 	long long started_ms;
+	long long stopped_ms;	/* when it was stopped; 0: not stopped */
 };
 
 struct supervisor {
@@ -88,7 +94,7 @@ static void spawn(struct supervisor *s, unsigned index)
 		note_failure(s, what);
 		return;
 	}
-	s->slots[index] = (struct slot){ pid, now_ms() };
+	s->slots[index] = (struct slot){ .pid = pid, .started_ms = now_ms() };
 }
 
 /* Forks the workers that are missing, unless the brake says to wait:
@@ -129,6 +135,58 @@ static void describe_exit(struct supervisor *s, const struct slot *w,
 	note_failure(s, what);
 }
 
+/* Whether pid holds the data file's flock(), as the kernel says in
+ * /proc/locks: "1: FLOCK  ADVISORY  WRITE PID MAJ:MIN:INODE 0 EOF", the
+ * device numbers in hex; "->" marks a process still waiting for it. */
+static bool holds_data_lock(const struct supervisor *s, pid_t pid)
+{
+	const struct store_identity *id = s->config.worker.data_id;
+	char line[256], kind[16], mode[16];
+	unsigned maj, min;
+	unsigned long long ino;
+	bool found = false;
+	long holder;
+	FILE *locks = fopen("/proc/locks", "re");
+
+	if (!locks)
+		return false;
+	while (!found && fgets(line, sizeof(line), locks))
+		found = sscanf(line, "%*d: %15s %*s %15s %ld %x:%x:%llu", kind,
+			       mode, &holder, &maj, &min, &ino) == 6 &&
+			strcmp(kind, "FLOCK") == 0 && holder == (long)pid &&
+			maj == major(id->dev) && min == minor(id->dev) &&
+			ino == (unsigned long long)id->ino;
+	fclose(locks);
+	return found;
+}
+
+/* Kills workers stopped too long holding the lock; ms to the next check. */
+static long long check_stopped(struct supervisor *s)
+{
+	long long next = -1, now = now_ms();
+	unsigned i;
+
+	for (i = 0; i < s->config.workers; i++) {
+		struct slot *w = &s->slots[i];
+		long long due = w->stopped_ms + STOPPED_WITH_LOCK_MS;
+
+		if (!w->pid || !w->stopped_ms)
+			continue;
+		if (due > now) {
+			next = next < 0 || due - now < next ? due - now : next;
+			continue;
+		}
+		w->stopped_ms = 0;	/* looked at once per stop */
+		if (!holds_data_lock(s, w->pid))
+			continue;
+		log_msg(LOG_ERR, "Worker %ld is stopped holding the data file's lock; killing it",
+			(long)w->pid);
+		if (kill(w->pid, SIGKILL) != 0)
+			log_errno("Cannot kill worker %ld", (long)w->pid);
+	}
+	return next;
+}
+
 static unsigned running(const struct supervisor *s)
 {
 	unsigned i, n = 0;
@@ -143,7 +201,8 @@ static void reap(struct supervisor *s)
 	int status;
 	pid_t pid;
 
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+	while ((pid = waitpid(-1, &status, WNOHANG | WUNTRACED |
+					  WCONTINUED)) > 0) {
 		unsigned i;
 
 		for (i = 0; i < s->config.workers; i++) {
@@ -151,6 +210,10 @@ static void reap(struct supervisor *s)
 
 			if (w->pid != pid)
 				continue;
+			if (WIFSTOPPED(status) || WIFCONTINUED(status)) {
+				w->stopped_ms = WIFSTOPPED(status) ? now_ms() : 0;
+				continue;
+			}
 			if (!s->stopping && !lifecycle_stop_requested())
 				describe_exit(s, w, status);
 			/* its connections are gone with it */
@@ -206,7 +269,7 @@ int supervisor_wait_ready(struct supervisor *s)
 		if (ppoll(&pfd, 1, NULL, lifecycle_wait_mask()) < 0 &&
 		    errno != EINTR)
 			break;
-		if (lifecycle_child_exited())
+		if (lifecycle_child_changed())
 			reap(s);
 		if (pfd.revents == 0)
 			continue;
@@ -225,9 +288,9 @@ void supervisor_run(struct supervisor *s)
 		long long wait_ms;
 		struct timespec timeout;
 
-		if (lifecycle_child_exited())
+		if (lifecycle_child_changed())
 			reap(s);
-		wait_ms = fork_missing(s);
+		wait_ms = sooner_ms(fork_missing(s), check_stopped(s));
 		timeout = ms_timespec(wait_ms);
 		ppoll(NULL, 0, wait_ms >= 0 ? &timeout : NULL,
 		      lifecycle_wait_mask());

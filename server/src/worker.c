@@ -310,11 +310,6 @@ static void handle_event(struct worker *w, const struct epoll_event *ev)
 		connection_event(w, id, (uint32_t)(ev->data.u64 >> 32));
 }
 
-static long long sooner(long long a, long long b)
-{
-	return a < 0 || (b >= 0 && b < a) ? b : a;
-}
-
 /* Serves until a stop; returns the exit status. */
 static int serve(struct worker *w)
 {
@@ -322,7 +317,7 @@ static int serve(struct worker *w)
 
 	while (!w->stopping) {
 		long long now = now_ms();
-		long long wait_ms = sooner(expire_deadlines(w, now),
+		long long wait_ms = sooner_ms(expire_deadlines(w, now),
 					   update_listening(w, now));
 		int i, n;
 
