@@ -47,13 +47,13 @@ struct supervisor {
 
 static struct supervisor the_supervisor;
 
-/* Logs what failed, and pauses forking. */
-static void note_failure(struct supervisor *s, const char *what)
+/* Logs what failed, at priority, and pauses forking. */
+static void note_failure(struct supervisor *s, int priority, const char *what)
 {
 	long long pause = backoff_ms(s->failures++, RETRY_MIN_MS, RETRY_MAX_MS);
 
 	s->no_fork_before_ms = now_ms() + pause;
-	log_msg(LOG_ERR, "%s; next worker in %lld ms", what, pause);
+	log_msg(priority, "%s; next worker in %lld ms", what, pause);
 }
 
 static size_t census_size(const struct supervisor *s)
@@ -91,7 +91,7 @@ static void spawn(struct supervisor *s, unsigned index)
 
 		snprintf(what, sizeof(what), "Cannot fork a worker: %s",
 			 strerror(errno));
-		note_failure(s, what);
+		note_failure(s, LOG_ERR, what);
 		return;
 	}
 	s->slots[index] = (struct slot){ .pid = pid, .started_ms = now_ms() };
@@ -118,11 +118,17 @@ static long long fork_missing(struct supervisor *s)
 static void describe_exit(struct supervisor *s, const struct slot *w,
 			  int status)
 {
+	int priority = LOG_ERR;
 	char what[96];
 
 	if (now_ms() - w->started_ms > RETRY_MAX_MS)
 		s->failures = 0;
-	if (WIFSIGNALED(status))
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+		/* a stop signal sent to it alone, as `kill $(pidof aesdsocket)`
+		 * does just before it signals this process too */
+		priority = LOG_NOTICE;
+		snprintf(what, sizeof(what), "Worker %ld stopped", (long)w->pid);
+	} else if (WIFSIGNALED(status))
 		snprintf(what, sizeof(what), "Worker %ld killed by signal %d",
 			 (long)w->pid, WTERMSIG(status));
 	else if (WEXITSTATUS(status) == WORKER_CANNOT_START)
@@ -132,7 +138,7 @@ static void describe_exit(struct supervisor *s, const struct slot *w,
 		snprintf(what, sizeof(what),
 			 "Worker %ld exited unasked (status %d)", (long)w->pid,
 			 WEXITSTATUS(status));
-	note_failure(s, what);
+	note_failure(s, priority, what);
 }
 
 /* Whether pid holds the data file's flock(), as the kernel says in
