@@ -22,8 +22,6 @@
  * touched only as far as data arrives. */
 #define RECEIVE_BUFFER_SIZE 65536
 #define MAX_EVENTS 64
-/* A burst of new clients takes turns with the connections already here. */
-#define ACCEPTS_PER_EVENT 16
 /* After an accept() error that is not about one connection (no
  * descriptors, no memory, or worse), accepting pauses, doubling. */
 #define ACCEPT_RETRY_MIN_MS 100
@@ -253,8 +251,7 @@ static bool survive_accept_error(struct worker *w)
 	return false;
 }
 
-/* Accepts one client; false when there is none to accept now. */
-static bool accept_one(struct worker *w)
+static void accept_one(struct worker *w)
 {
 	struct sockaddr_storage peer;
 	char name[PEER_NAME_LEN];
@@ -269,7 +266,7 @@ static bool accept_one(struct worker *w)
 			     &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	} while (fd < 0 && survive_accept_error(w));
 	if (fd < 0)
-		return false;
+		return;
 	w->accept_failures = 0;
 	c = conntable_add(&w->table, &id);	/* there is room */
 	listener_peer_name(&peer, name);
@@ -277,23 +274,19 @@ static bool accept_one(struct worker *w)
 	count_open(w);
 	if (watch(w, id, c, EPOLL_CTL_ADD) != 0) {
 		close_conn(w, id);
-		return true;
+		return;
 	}
 	/* A client's first packet has usually arrived by now. */
 	settle_conn(w, id, false, conn_on_readable(c, &w->env));
-	return true;
 }
 
-static void accept_clients(struct worker *w)
+/* One client per event: the listener stays readable while more wait, so
+ * a burst of new clients takes turns with the connections already here,
+ * and the common case makes no accept() that finds nobody. */
+static void accept_client(struct worker *w)
 {
-	int i;
-
-	for (i = 0; i < ACCEPTS_PER_EVENT; i++) {
-		if (w->table.open >= w->setup->share && !make_room(w))
-			return;
-		if (!accept_one(w))
-			return;
-	}
+	if (w->table.open < w->setup->share || make_room(w))
+		accept_one(w);
 }
 
 /* -------------------------------------------------------- the loop */
@@ -303,7 +296,7 @@ static void handle_event(struct worker *w, const struct epoll_event *ev)
 	uint32_t id = (uint32_t)ev->data.u64;
 
 	if (id == ID_LISTENER)
-		accept_clients(w);
+		accept_client(w);
 	else if (id == ID_LIFELINE)
 		w->stopping = true;	/* the parent has let go */
 	else
