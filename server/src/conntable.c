@@ -140,15 +140,26 @@ uint32_t conntable_evictable(const struct conntable *t, long long now,
 	return CONN_NONE;
 }
 
+/* Whether slot a should go before slot b: more bytes, or as many held
+ * for longer (a client sending a big packet at full speed holds it for
+ * milliseconds, one that parks a big partial packet for much longer). */
+static bool holds_more(const struct conn_slot *a, const struct conn_slot *b)
+{
+	if (a->buffered != b->buffered)
+		return a->buffered > b->buffered;
+	return a->conn.since_ms < b->conn.since_ms;
+}
+
 uint32_t conntable_largest(const struct conntable *t)
 {
 	uint32_t id, largest = CONN_NONE;
-	size_t most = 0;
 
-	for (id = 0; id < t->used; id++)
-		if (t->slots[id].in_use && t->slots[id].buffered > most) {
-			most = t->slots[id].buffered;
+	for (id = 0; id < t->used; id++) {
+		const struct conn_slot *s = &t->slots[id];
+
+		if (s->in_use && s->buffered > 0 &&
+		    (largest == CONN_NONE || holds_more(s, &t->slots[largest])))
 			largest = id;
-		}
+	}
 	return largest;
 }

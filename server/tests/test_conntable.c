@@ -198,6 +198,24 @@ static void buffered_bytes_are_accounted_and_the_largest_named(void **state)
 	assert_int_equal(table.buffered, 0);
 }
 
+/* Of two connections buffering as much, the one whose packet has been
+ * under way longer goes first. */
+static void of_equals_the_one_holding_longest(void **state)
+{
+	uint32_t young, old;
+
+	(void)state;
+	young = accepted(0);
+	old = accepted(0);
+	conn(young)->since_ms = 9000;
+	conn(old)->since_ms = 2000;
+	partial(young, 5000);
+	partial(old, 5000);
+	assert_int_equal(conntable_largest(&table), old);
+	conn(old)->since_ms = 9500;
+	assert_int_equal(conntable_largest(&table), young);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -208,6 +226,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(longest_idle_first_and_relisted_when_idle_anew, setup, teardown),
 		cmocka_unit_test_setup_teardown(a_packet_under_way_is_never_evictable, setup, teardown),
 		cmocka_unit_test_setup_teardown(buffered_bytes_are_accounted_and_the_largest_named, setup, teardown),
+		cmocka_unit_test_setup_teardown(of_equals_the_one_holding_longest, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
