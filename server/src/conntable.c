@@ -119,23 +119,18 @@ void conntable_remove(struct conntable *t, uint32_t id)
 	t->open--;
 }
 
-uint32_t conntable_evictable(const struct conntable *t, long long now,
-			     long long *eligible_at)
+uint32_t conntable_evictable(const struct conntable *t, long long now)
 {
 	int kind;
 
-	*eligible_at = 0;
 	for (kind = 0; kind < IDLE_KINDS; kind++) {
 		uint32_t head = t->idle[kind].head;
-		long long at;
 
 		if (head == CONN_NONE)
 			continue;
-		at = t->slots[head].conn.since_ms + IDLE_ENOUGH_MS;
-		if (at <= now)
-			return head;
-		*eligible_at = at;
-		return CONN_NONE;	/* silent ones go first, even if later */
+		/* silent ones go first, even when they are younger */
+		return t->slots[head].conn.since_ms + IDLE_ENOUGH_MS <= now ?
+			       head : CONN_NONE;
 	}
 	return CONN_NONE;
 }

@@ -40,7 +40,7 @@ struct supervisor {
 	int *census;		/* shared with the workers */
 	int lifeline[2];	/* the workers hold [0]; closing [1] stops them */
 	int ready[2];		/* start-up only: [0] the parent's, else -1 */
-	bool ready_seen, stopping;
+	bool stopping;
 	unsigned failures;	/* unasked exits or failed forks in a row */
 	long long no_fork_before_ms;
 };

@@ -190,7 +190,7 @@ static void set_listening(struct worker *w, bool on)
  * look again, or -1. */
 static long long update_listening(struct worker *w, long long now)
 {
-	long long eligible_at, again = -1;
+	long long again = -1;
 	bool on = true;
 
 	if (w->accept_again_ms > now) {
@@ -198,7 +198,7 @@ static long long update_listening(struct worker *w, long long now)
 		again = w->accept_again_ms - now;
 	} else if (w->table.open >= w->setup->share) {
 		if (!everyone_full(w) ||
-		    conntable_evictable(&w->table, now, &eligible_at) == CONN_NONE) {
+		    conntable_evictable(&w->table, now) == CONN_NONE) {
 			on = false;
 			again = FULL_RECHECK_MS;
 		}
@@ -209,12 +209,11 @@ static long long update_listening(struct worker *w, long long now)
 
 static bool make_room(struct worker *w)
 {
-	long long eligible_at;
 	uint32_t id;
 
 	if (!everyone_full(w))
 		return false;
-	id = conntable_evictable(&w->table, now_ms(), &eligible_at);
+	id = conntable_evictable(&w->table, now_ms());
 	if (id == CONN_NONE)
 		return false;
 	log_msg(LOG_NOTICE,
