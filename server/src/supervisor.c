@@ -111,6 +111,8 @@ static long long fork_missing(struct supervisor *s)
 		if (wait_ms > 0)
 			return wait_ms;
 		spawn(s, i);
+		if (!s->slots[i].pid)	/* failed: the brake set a pause */
+			return s->no_fork_before_ms - now_ms();
 	}
 	return -1;
 }

@@ -185,6 +185,15 @@ static void set_listening(struct worker *w, bool on)
 	w->listening = on;
 }
 
+/* The idle connection to close for a new client, when this worker is full
+ * (CONN_NONE: none, or no need to). */
+static uint32_t room_to_make(const struct worker *w)
+{
+	if (w->table.open < w->setup->share || !everyone_full(w))
+		return CONN_NONE;
+	return conntable_evictable(&w->table, now_ms());
+}
+
 /* Listens while this worker has room, or, once every worker is full, has
  * an idle connection to close for a new one.  Returns in how many ms to
  * look again, or -1. */
@@ -196,31 +205,13 @@ static long long update_listening(struct worker *w, long long now)
 	if (w->accept_again_ms > now) {
 		on = false;
 		again = w->accept_again_ms - now;
-	} else if (w->table.open >= w->setup->share) {
-		if (!everyone_full(w) ||
-		    conntable_evictable(&w->table, now) == CONN_NONE) {
-			on = false;
-			again = FULL_RECHECK_MS;
-		}
+	} else if (w->table.open >= w->setup->share &&
+		   room_to_make(w) == CONN_NONE) {
+		on = false;
+		again = FULL_RECHECK_MS;
 	}
 	set_listening(w, on);
 	return again;
-}
-
-static bool make_room(struct worker *w)
-{
-	uint32_t id;
-
-	if (!everyone_full(w))
-		return false;
-	id = conntable_evictable(&w->table, now_ms());
-	if (id == CONN_NONE)
-		return false;
-	log_msg(LOG_NOTICE,
-		"Closing idle connection from %s to make room (%u open)",
-		w->table.slots[id].conn.peer, w->setup->max_connections);
-	close_conn(w, id);
-	return true;
 }
 
 /* Returns true to try accept() again at once. */
@@ -250,15 +241,23 @@ static bool survive_accept_error(struct worker *w)
 	return false;
 }
 
-static void accept_one(struct worker *w)
+/* One client per event: the listener stays readable while more wait, so
+ * a burst of new clients takes turns with the connections already here,
+ * and the common case makes no accept() that finds nobody.  When this
+ * worker is full, an idle connection is closed only once a client has
+ * really been accepted in its place (the worker's descriptor limit has
+ * room for that moment). */
+static void accept_client(struct worker *w)
 {
+	uint32_t victim = room_to_make(w), id;
 	struct sockaddr_storage peer;
 	char name[PEER_NAME_LEN];
 	socklen_t len;
 	struct conn *c;
-	uint32_t id;
 	int fd;
 
+	if (w->table.open >= w->setup->share && victim == CONN_NONE)
+		return;
 	do {
 		len = sizeof(peer);
 		fd = accept4(w->setup->listen_fd, (struct sockaddr *)&peer,
@@ -267,7 +266,14 @@ static void accept_one(struct worker *w)
 	if (fd < 0)
 		return;
 	w->accept_failures = 0;
-	c = conntable_add(&w->table, &id);	/* there is room */
+	if (victim != CONN_NONE) {
+		log_msg(LOG_NOTICE,
+			"Closing idle connection from %s to make room (%u open)",
+			w->table.slots[victim].conn.peer,
+			w->setup->max_connections);
+		close_conn(w, victim);
+	}
+	c = conntable_add(&w->table, &id);
 	listener_peer_name(&peer, name);
 	conn_open(c, fd, name, w->setup->limits->max_packet, now_ms());
 	count_open(w);
@@ -277,15 +283,6 @@ static void accept_one(struct worker *w)
 	}
 	/* A client's first packet has usually arrived by now. */
 	settle_conn(w, id, false, conn_on_readable(c, &w->env));
-}
-
-/* One client per event: the listener stays readable while more wait, so
- * a burst of new clients takes turns with the connections already here,
- * and the common case makes no accept() that finds nobody. */
-static void accept_client(struct worker *w)
-{
-	if (w->table.open < w->setup->share || make_room(w))
-		accept_one(w);
 }
 
 /* -------------------------------------------------------- the loop */
