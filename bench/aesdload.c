@@ -10,6 +10,9 @@
  *   held    hold K connections (half silent, half idle after one exchange);
  *           meanwhile time new clients' first responses and run churn;
  *           then ping all K (-b: the baseline, same file growth, none held)
+ *   slow    hold K tricklers (a byte every R ms, never a newline) and B big
+ *           partial packets; meanwhile time L new clients' first responses,
+ *           and watch which slow clients the server closes
  *   wait    wait until the port accepts connections (for scripts)
  * Output: one line of key=value pairs on stdout. */
 #include <errno.h>
@@ -29,15 +32,19 @@
 #include "many.h"
 #include "procfs.h"
 #include "proctree.h"
+#include "slow.h"
 #include "util.h"
+
+#define MS 1000000ull
 
 struct opts {
 	const char *workload;
 	uint16_t port;
 	unsigned clients, count, size, idle, requests, fresh, dwell_s;
+	unsigned big, period_ms, interval_ms, fresh_bound_s;
 	uint64_t fill;
-	size_t grow;
-	int timeout_ms;
+	size_t grow, big_bytes;
+	int timeout_ms, fresh_timeout_ms;
 	pid_t server;
 	int verbose;
 	int baseline;
@@ -46,6 +53,7 @@ struct opts {
 static struct opts o = {
 	.clients = 1, .count = 1000, .size = 64, .idle = 0, .requests = 20,
 	.fill = 16u << 20, .grow = 1000000, .timeout_ms = 10000, .fresh = 500,
+	.big = 100, .big_bytes = 900 << 10, .period_ms = 200,
 };
 
 /* Latencies in ns. */
@@ -362,18 +370,24 @@ static double cpu_self(void)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: aesdload churn|stream|bigread|idle|held|wait -p PORT [options]\n"
+		"usage: aesdload churn|stream|bigread|idle|held|slow|wait -p PORT [options]\n"
 		"  -c N   concurrent clients (churn, stream, idle, held) [1]\n"
 		"  -n N   churn: connections in all; stream: packets per connection [1000]\n"
 		"  -s N   packet size in bytes, newline included     [64]\n"
 		"  -F N   bigread: grow the file to N bytes (K/M suffix) [16M]\n"
 		"  -g N   bigread: size of the packets that grow the file [1000000]\n"
 		"  -r N   bigread: timed requests                    [20]\n"
-		"  -k N   idle, held: connections held               [200, 10000]\n"
+		"  -k N   idle, held: connections held; slow: tricklers [200, 10000; 1000]\n"
 		"  -b     idle, held: baseline - send the same pings over one connection\n"
 		"         and hold none, then the rest (same file size as the real run)\n"
-		"  -L N   held: new clients timed one after another  [500]\n"
+		"  -L N   held, slow: new clients timed one after another [500]\n"
 		"  -W S   held: seconds to keep holding after churn  [0]\n"
+		"  -B N   slow: clients holding a big partial packet [100]\n"
+		"  -z N   slow: bytes of each big partial packet     [900K]\n"
+		"  -R MS  slow: a trickler sends a byte every MS     [200]\n"
+		"  -I MS  held, slow: new clients start MS apart     [0, 10]\n"
+		"  -T MS  held, slow: a new client's timeout         [-t]\n"
+		"  -D S   held, slow: start no new client after S s  [no bound]\n"
 		"  -t MS  timeout for connect/send/receive           [10000]\n"
 		"  -P PID server pid, for its CPU and memory (whole process tree)\n"
 		"  -v     print the timed phase's start and end (CLOCK_MONOTONIC) on stderr\n");
@@ -381,7 +395,7 @@ static void usage(FILE *f)
 
 static void parse(int argc, char **argv)
 {
-	int c, k_set = 0;
+	int c, k_set = 0, i_set = 0;
 
 	if (argc < 2 || argv[1][0] == '-') {
 		usage(stderr);
@@ -389,7 +403,7 @@ static void parse(int argc, char **argv)
 	}
 	o.workload = argv[1];
 	optind = 2;
-	while ((c = getopt(argc, argv, "p:c:n:s:F:g:r:k:L:W:t:P:bvh")) != -1) {
+	while ((c = getopt(argc, argv, "p:c:n:s:F:g:r:k:L:W:B:z:R:I:T:D:t:P:bvh")) != -1) {
 		switch (c) {
 		case 'p': o.port = (uint16_t)parse_num("aesdload", "port", optarg, 1, 65535); break;
 		case 'c': o.clients = (unsigned)parse_num("aesdload", "clients", optarg, 1, 1024); break;
@@ -401,6 +415,12 @@ static void parse(int argc, char **argv)
 		case 'k': o.idle = (unsigned)parse_num("aesdload", "idle count", optarg, 0, 100000); k_set = 1; break;
 		case 'L': o.fresh = (unsigned)parse_num("aesdload", "new clients", optarg, 0, 1000000); break;
 		case 'W': o.dwell_s = (unsigned)parse_num("aesdload", "seconds", optarg, 0, 3600); break;
+		case 'B': o.big = (unsigned)parse_num("aesdload", "big clients", optarg, 0, 100000); break;
+		case 'z': o.big_bytes = parse_num("aesdload", "partial packet size", optarg, 1, 1 << 26); break;
+		case 'R': o.period_ms = (unsigned)parse_num("aesdload", "trickle period", optarg, 1, 60000); break;
+		case 'I': o.interval_ms = (unsigned)parse_num("aesdload", "interval", optarg, 0, 60000); i_set = 1; break;
+		case 'T': o.fresh_timeout_ms = (int)parse_num("aesdload", "timeout", optarg, 1, 3600000); break;
+		case 'D': o.fresh_bound_s = (unsigned)parse_num("aesdload", "seconds", optarg, 0, 86400); break;
 		case 't': o.timeout_ms = (int)parse_num("aesdload", "timeout", optarg, 1, 3600000); break;
 		case 'P': o.server = (pid_t)parse_num("aesdload", "pid", optarg, 1, 1 << 22); break;
 		case 'v': o.verbose = 1; break;
@@ -414,7 +434,11 @@ static void parse(int argc, char **argv)
 		exit(2);
 	}
 	if (!k_set)
-		o.idle = strcmp(o.workload, "held") ? 200 : 10000;
+		o.idle = !strcmp(o.workload, "held") ? 10000 : !strcmp(o.workload, "slow") ? 1000 : 200;
+	if (!i_set && !strcmp(o.workload, "slow"))
+		o.interval_ms = 10;
+	if (!o.fresh_timeout_ms)
+		o.fresh_timeout_ms = o.timeout_ms;
 }
 
 static int wait_port(void)
@@ -645,6 +669,16 @@ static void listenq_read(struct listenq *q)
 	q->cookies = tcpext_counter("SyncookiesSent");
 }
 
+/* New clients timed one after another (held, slow): connect, send one
+ * packet, read the whole response, `nc -N` ending. */
+struct fresh {
+	struct samples ok;	/* served: connect to the last byte of the response */
+	struct samples all;	/* every one started; a failure at the time it gave up */
+	unsigned started;
+	unsigned failed;	/* not served: failed, or never started */
+	uint64_t bytes;		/* of the responses */
+};
+
 /* What the held workload measured. */
 static struct {
 	unsigned connected, exchanged, closed_early, served, ended;
@@ -653,8 +687,7 @@ static struct {
 	long pss, slab0, slab1;		/* KiB */
 	struct listenq q0, q1;
 	struct samples first;		/* held connections' one exchange */
-	struct samples fresh;		/* new clients' first responses */
-	unsigned fresh_failed;
+	struct fresh fresh;		/* new clients' first responses */
 } held = {
 	.accepted = -1, .pss = -1, .slab0 = -1, .slab1 = -1,
 	.q0 = { -1, -1, -1 }, .q1 = { -1, -1, -1 },
@@ -713,38 +746,58 @@ static void wait_accepted(unsigned k, uint64_t since_ns)
 	held.accept_ns = now_ns() - since_ns;
 }
 
-/* A new client's first response, n times, one client after another:
- * connect, send, last byte of the response. Stops at the first failure. */
-static void sample_fresh(unsigned n)
+/* One new client; true if it was served. A client that fails abandons
+ * its packet: the server may still append it, or not. */
+static bool fresh_one(struct fresh *f, struct reader *rd)
+{
+	struct packet p;
+	struct record rec;
+	uint64_t t0 = now_ns(), ns;
+	int fd = lo_connect(o.port, o.fresh_timeout_ms), rc = -1;
+
+	packet_new(&p, 'n', o.size);
+	if (fd >= 0)
+		rc = exchange(fd, &p, CHECK_HASH, rd, &rec);
+	ns = now_ns() - t0;
+	f->started++;
+	samples_add(&f->all, &ns, 1);
+	if (rc == 0) {
+		samples_add(&f->ok, &ns, 1);
+		f->bytes += rec.len;
+		if (recvec_push(&all_recs, &rec) < 0)
+			die("out of memory");
+		finish(fd, rd);
+	} else {
+		packet_abandoned(&p);
+	}
+	if (fd >= 0)
+		close(fd);
+	packet_free(&p);
+	return rc == 0;
+}
+
+/* n new clients, one after another, each started -I ms after the one
+ * before it (at once if that one took longer), none after -D seconds.
+ * Unless keep_going, the first failure ends it. */
+static void fresh_clients(struct fresh *f, unsigned n, bool keep_going)
 {
 	struct reader rd;
+	uint64_t t0 = now_ns();
+	uint64_t until = o.fresh_bound_s ? t0 + o.fresh_bound_s * 1000 * MS : UINT64_MAX;
 
 	if (reader_init(&rd, 256 << 10) < 0)
 		die("out of memory");
 	for (unsigned i = 0; i < n; i++) {
-		struct packet p;
-		struct record rec;
-		uint64_t t0 = now_ns(), ns;
-		int fd = lo_connect(o.port, o.timeout_ms), rc = -1;
+		uint64_t start = t0 + (uint64_t)i * o.interval_ms * MS, now = now_ns();
 
-		packet_new(&p, 'n', o.size);
-		if (fd >= 0)
-			rc = exchange(fd, &p, CHECK_HASH, &rd, &rec);
-		ns = now_ns() - t0;
-		if (rc == 0) {
-			samples_add(&held.fresh, &ns, 1);
-			if (recvec_push(&all_recs, &rec) < 0)
-				die("out of memory");
-			finish(fd, &rd);
-		}
-		if (fd >= 0)
-			close(fd);
-		packet_free(&p);
-		if (rc < 0) {
-			held.fresh_failed = n - i;
+		if (start >= until || now >= until)
 			break;
-		}
+		if (start > now)
+			usleep((useconds_t)((start - now) / 1000));
+		if (!fresh_one(f, &rd) && !keep_going)
+			break;
 	}
+	f->failed = n - (unsigned)f->ok.n;
 	reader_free(&rd);
 }
 
@@ -799,7 +852,7 @@ static void run_held(void)
 	if (o.baseline) {
 		/* the same file growth, nothing held */
 		held.exchanged = pings_in_line(o.idle / 2);
-		sample_fresh(o.fresh);
+		fresh_clients(&held.fresh, o.fresh, false);
 		run_churn();
 		return;
 	}
@@ -808,10 +861,10 @@ static void run_held(void)
 		die("out of memory");
 	since = now_ns();
 	if (held_open(fds, o.idle) == 0) {
-		sample_fresh(o.fresh);
+		fresh_clients(&held.fresh, o.fresh, false);
 		/* a server that no longer answers new clients would make churn
 		 * wait out the timeout on every connection */
-		if (!held.fresh_failed)
+		if (!held.fresh.failed)
 			run_churn();
 		sleep(o.dwell_s);
 		held.held_ns = now_ns() - since;
@@ -825,7 +878,7 @@ static void run_held(void)
 
 static void print_held(void)
 {
-	struct samples *f = &held.fresh, *x = &held.first;
+	struct samples *f = &held.fresh.ok, *x = &held.first;
 
 	samples_sort(f);
 	samples_sort(x);
@@ -838,7 +891,7 @@ static void print_held(void)
 	if (x->n)
 		printf(" hold_xchg_p50_ms=%.3f hold_xchg_p99_ms=%.3f hold_xchg_max_ms=%.3f",
 		       samples_ms(x, 0.50), samples_ms(x, 0.99), samples_ms(x, 1));
-	printf(" new_count=%u new_ok=%zu new_failed=%u", o.fresh, f->n, held.fresh_failed);
+	printf(" new_count=%u new_ok=%zu new_failed=%u", o.fresh, f->n, held.fresh.failed);
 	if (f->n)
 		printf(" new_p50_ms=%.3f new_p99_ms=%.3f new_max_ms=%.3f",
 		       samples_ms(f, 0.50), samples_ms(f, 0.99), samples_ms(f, 1));
@@ -858,10 +911,62 @@ static void print_held_pss(long pss0)
 		       held.connected ? (double)(held.pss - pss0) / held.connected : 0.0);
 }
 
+/* What the slow workload measured. */
+static struct {
+	struct slow *s;
+	struct fresh fresh;
+	double from_s, to_s;	/* the new clients' phase, since the slow
+				 * clients connected */
+} slow;
+
+static void run_slow(void)
+{
+	struct slow_opts so = {
+		.port = o.port, .timeout_ms = o.timeout_ms, .trickle = o.idle,
+		.period_ms = o.period_ms, .big = o.big, .big_bytes = o.big_bytes,
+		.server = o.server,
+	};
+
+	slow.s = slow_start(&so);
+	slow_wait_settled(slow.s);
+	slow.from_s = slow_since(slow.s);
+	mark_start();
+	fresh_clients(&slow.fresh, o.fresh, true);
+	mark_end();
+	slow.to_s = slow_since(slow.s);
+	slow_stop(slow.s);
+	/* the new clients are this workload's requests */
+	samples_add(&lat, slow.fresh.ok.v, slow.fresh.ok.n);
+	ok_count = slow.fresh.ok.n;
+	fail_count = slow.fresh.failed;
+	resp_bytes = slow.fresh.bytes;
+}
+
+static void print_slow(void)
+{
+	struct fresh *f = &slow.fresh;
+
+	slow_print(slow.s);
+	samples_sort(&f->all);
+	samples_sort(&f->ok);
+	printf(" new_count=%u new_started=%u new_ok=%zu new_failed=%u new_timeout_ms=%d"
+	       " new_interval_ms=%u new_from_s=%.1f new_to_s=%.1f",
+	       o.fresh, f->started, f->ok.n, f->failed, o.fresh_timeout_ms,
+	       o.interval_ms, slow.from_s, slow.to_s);
+	if (f->all.n)
+		printf(" new_p50_ms=%.3f new_p99_ms=%.3f new_max_ms=%.3f",
+		       samples_ms(&f->all, 0.50), samples_ms(&f->all, 0.99),
+		       samples_ms(&f->all, 1));
+	if (f->ok.n)
+		printf(" new_ok_max_ms=%.3f", samples_ms(&f->ok, 1));
+	slow_free(slow.s);
+	slow.s = NULL;
+}
+
 struct workload {
 	const char *name;
 	const char *unit;	/* of the rate: per second of the timed part */
-	int holds;		/* holds -k connections at once (unless -b) */
+	unsigned (*holds)(void);	/* connections it holds at once, or NULL */
 	void (*run)(void);
 	uint64_t (*ids)(void);	/* packets it sends, at most */
 	void (*print)(void);	/* its own key=value pairs */
@@ -893,12 +998,28 @@ static uint64_t ids_held(void)
 	return o.idle / 2 + (uint64_t)o.fresh + o.count + o.idle;
 }
 
+static uint64_t ids_slow(void)
+{
+	return o.fresh;
+}
+
+static unsigned holds_idle(void)
+{
+	return o.baseline ? 0 : o.idle;
+}
+
+static unsigned holds_slow(void)
+{
+	return o.idle + o.big;
+}
+
 static const struct workload workloads[] = {
-	{ "churn", "conn/s", 0, run_churn, ids_churn, NULL, NULL },
-	{ "stream", "packets/s", 0, run_stream, ids_stream, NULL, NULL },
-	{ "bigread", "MiB/s", 0, run_bigread, ids_bigread, print_bigread, NULL },
-	{ "idle", "conn/s", 1, run_idle, ids_idle, print_idle, print_idle_pss },
-	{ "held", "conn/s", 1, run_held, ids_held, print_held, print_held_pss },
+	{ "churn", "conn/s", NULL, run_churn, ids_churn, NULL, NULL },
+	{ "stream", "packets/s", NULL, run_stream, ids_stream, NULL, NULL },
+	{ "bigread", "MiB/s", NULL, run_bigread, ids_bigread, print_bigread, NULL },
+	{ "idle", "conn/s", holds_idle, run_idle, ids_idle, print_idle, print_idle_pss },
+	{ "held", "conn/s", holds_idle, run_held, ids_held, print_held, print_held_pss },
+	{ "slow", "conn/s", holds_slow, run_slow, ids_slow, print_slow, NULL },
 };
 
 static const struct workload *find_workload(const char *name)
@@ -928,9 +1049,9 @@ static void raise_nofile(rlim_t need)
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 	if (rl.rlim_cur < need) {
-		fprintf(stderr, "aesdload: %u connections need %llu descriptors, but"
-			" RLIMIT_NOFILE is %llu (hard limit): raise it (ulimit -Hn, as root)"
-			" or lower -k\n", o.idle, (unsigned long long)need,
+		fprintf(stderr, "aesdload: the connections held at once need %llu"
+			" descriptors, but RLIMIT_NOFILE is %llu (hard limit): raise it"
+			" (ulimit -Hn, as root) or lower -k\n", (unsigned long long)need,
 			(unsigned long long)rl.rlim_max);
 		exit(1);
 	}
@@ -942,10 +1063,10 @@ static void check_ports(rlim_t need)
 	long ports = ephemeral_ports();
 
 	if (ports >= 0 && (rlim_t)ports < need) {
-		fprintf(stderr, "aesdload: net.ipv4.ip_local_port_range has %ld ports, %u"
-			" connections to one port need %llu: widen it (sysctl -w"
+		fprintf(stderr, "aesdload: net.ipv4.ip_local_port_range has %ld ports,"
+			" the connections to one port need %llu: widen it (sysctl -w"
 			" net.ipv4.ip_local_port_range=\"1024 65535\") or lower -k\n",
-			ports, o.idle, (unsigned long long)need);
+			ports, (unsigned long long)need);
 		exit(1);
 	}
 	if (ports >= 0 && proc_number("/proc/sys/net/ipv4/tcp_tw_reuse") == 0 &&
@@ -960,8 +1081,8 @@ static void check_limits(const struct workload *w)
 {
 	rlim_t need = (rlim_t)o.clients + 64;
 
-	if (w->holds && !o.baseline)
-		need += o.idle;
+	if (w->holds)
+		need += w->holds();
 	raise_nofile(need);
 	check_ports(need);
 }

@@ -173,6 +173,11 @@ void packet_sent(const struct packet *p)
 	__atomic_store_n(&id_sent[p->id], 1, __ATOMIC_RELAXED);
 }
 
+void packet_abandoned(const struct packet *p)
+{
+	__atomic_store_n(&id_sent[p->id], 0, __ATOMIC_RELAXED);
+}
+
 void err_count(enum err_kind k)
 {
 	__atomic_fetch_add(&errs[k], 1, __ATOMIC_RELAXED);

@@ -77,6 +77,9 @@ void packet_new(struct packet *p, char tag, size_t len);
 void packet_free(struct packet *p);
 /* Marks the packet as handed to the kernel in full. */
 void packet_sent(const struct packet *p);
+/* Undoes packet_sent() for a packet whose client gave up waiting for its
+ * response: it may or may not reach the file, and either is correct. */
+void packet_abandoned(const struct packet *p);
 
 void err_count(enum err_kind k);
 uint64_t err_get(enum err_kind k);

@@ -37,6 +37,40 @@ long server_conns(uint16_t port)
 	return v4 < 0 && v6 < 0 ? -1 : n;
 }
 
+/* Adds the rx_queue of the matching sockets of one table to *sum. */
+static int sum_unread(const char *path, unsigned port, const uint8_t *peers,
+		      long long *sum)
+{
+	char line[512];
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned lport, rport, st;
+		unsigned long rxq;
+
+		/* sl local_address rem_address st tx_queue:rx_queue ... */
+		if (sscanf(line, " %*u: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%x %x %*x:%lx",
+			   &lport, &rport, &st, &rxq) != 4)
+			continue;	/* the header */
+		if (lport == port && st != 0x0A && rport < 65536 &&
+		    (peers[rport / 8] >> (rport % 8) & 1))
+			*sum += (long long)rxq;
+	}
+	fclose(f);
+	return 0;
+}
+
+long long server_unread(uint16_t port, const uint8_t *peers)
+{
+	long long sum = 0;
+	int v4 = sum_unread("/proc/net/tcp", port, peers, &sum);
+	int v6 = sum_unread("/proc/net/tcp6", port, peers, &sum);
+
+	return v4 < 0 && v6 < 0 ? -1 : sum;
+}
+
 long meminfo_kib(const char *key)
 {
 	char line[256];

@@ -1,6 +1,7 @@
-/* procfs.h - machine-wide figures from /proc for the held workload: the
- * server's open connections, kernel memory, TCP listen-queue counters,
- * ephemeral ports. Each returns -1 where /proc does not tell. */
+/* procfs.h - machine-wide figures from /proc for the held and slow
+ * workloads: the server's open connections and the bytes it has not read
+ * yet, kernel memory, TCP listen-queue counters, ephemeral ports. Each
+ * returns -1 where /proc does not tell. */
 #ifndef PROCFS_H
 #define PROCFS_H
 
@@ -10,6 +11,11 @@
  * local port, other than the listener, that belong to a file. A socket
  * still in the handshake or in the accept queue has no inode yet. */
 long server_conns(uint16_t port);
+
+/* Bytes received on the server's side of connections to its local port
+ * that it has not read yet (rx_queue), summed over the connections whose
+ * remote port is set in the bitmap peers (65536 bits: our local ports). */
+long long server_unread(uint16_t port, const uint8_t *peers);
 
 /* A line of /proc/meminfo, e.g. "Slab", in KiB. */
 long meminfo_kib(const char *key);

@@ -13,7 +13,9 @@
 #   -a  the server to benchmark (default $AESDSOCKET, else server/aesdsocket)
 #   -b  A/B: also run churn, stream and bigread on OLD (default $AESDSOCKET_B),
 #       interleaved with the same workloads on the server, and report the
-#       same-run ratios server/OLD; -A  only those A/B workloads.
+#       same-run ratios server/OLD; and the slow workloads on OLD in the first
+#       run (about 3 minutes on issue 9's server); -A  only the A/B workloads
+#       (with the trivial server's churn, which a target compares with).
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh disable=SC1091
@@ -31,7 +33,7 @@ while getopts "r:o:i:a:b:Ah" opt; do
 	a) SERVER=$OPTARG ;;
 	b) SERVER_B=$OPTARG ;;
 	A) AB_ONLY=1 ;;
-	h) sed -n '2,17p' "$0"; exit 0 ;;
+	h) sed -n '2,19p' "$0"; exit 0 ;;
 	*) exit 2 ;;
 	esac
 done
@@ -46,6 +48,15 @@ fi
 # The held-idle workload: K connections held, L new clients timed.
 HELD_K=10000
 HELD_L=500
+# The slow workloads (issue 14): K tricklers (a byte every R ms, never a
+# newline) and B clients holding a Z-byte partial packet, all held while L
+# new clients, I ms apart, are timed. A new client gives up after T ms and
+# counts as failed; none starts after D s: a server that stalls until its
+# idle timeout (60 s) closes the slow clients then costs about 70 s.
+SLOW=(-k 1000 -B 100 -z 900K -R 200 -L 500 -I 10 -T 5000 -D 75)
+# With only tricklers (issue 14's 33 and 200): few new clients with a
+# timeout past the idle timeout, so that a one-minute stall is measured.
+SLOW_FEW=(-B 0 -R 200 -L 20 -I 10 -T 90000 -D 120)
 
 WORK=$(mktemp -d)
 trap 'stop_all; rm -rf "$WORK"' EXIT
@@ -96,6 +107,18 @@ server_load() {
 	stop_server || echo "run.sh: server exit status $? after $label" >&2
 }
 
+# slow_load RUN LABEL ARGS...: a slow workload on the server; in A/B mode
+# also on SERVER_B in the first run (a minute or more there, and the
+# targets are absolute: one run shows B's stall).
+slow_load() {
+	local run=$1 label=$2
+	shift 2
+	server_load "$run" "$label" "" slow "$@"
+	if [ -n "$SERVER_B" ] && [ "$run" -eq 1 ]; then
+		SERVER=$SERVER_B server_load "$run" "b_$label" "" slow "$@"
+	fi
+}
+
 # ab_load RUN LABEL LOAD ARGS...: the workload on the server and, in A/B
 # mode, on SERVER_B (label b_LABEL) right after or right before it: odd
 # runs start with the server, even runs with B, so that a drift of the
@@ -128,9 +151,9 @@ for run in $(seq 1 "$RUNS"); do
 		record "$run" sendfile "$PROBE" sendfile -F 64M -r 8 -d "$WORK"
 		record "$run" fork "$PROBE" fork -n 300
 		record "$run" thread "$PROBE" thread -n 2000
-		trivial_load "$run" trivial_c1 churn -c 1 -n 2000 -s 64
-		trivial_load "$run" trivial_c8 churn -c 8 -n 4000 -s 64
 	fi
+	trivial_load "$run" trivial_c1 churn -c 1 -n 2000 -s 64
+	trivial_load "$run" trivial_c8 churn -c 8 -n 4000 -s 64
 	ab_load "$run" churn_c1 churn -c 1 -n 2000 -s 64
 	ab_load "$run" churn_c8 churn -c 8 -n 4000 -s 64
 	ab_load "$run" stream stream -c 1 -n 2000 -s 64
@@ -140,6 +163,9 @@ for run in $(seq 1 "$RUNS"); do
 		server_load "$run" held_base "" held -b -k "$HELD_K" -L "$HELD_L" -c 1 -n 2000 -s 64
 		server_load "$run" held "" held -k "$HELD_K" -L "$HELD_L" -c 1 -n 2000 -s 64
 	fi
+	slow_load "$run" slow "${SLOW[@]}"
+	slow_load "$run" slow_33 -k 33 "${SLOW_FEW[@]}"
+	slow_load "$run" slow_200 -k 200 "${SLOW_FEW[@]}"
 done
 elapsed="$(($(date +%s) - started)) s in all"
 [ -z "$INPUT" ] || elapsed="report rewritten from $(basename "$INPUT")"

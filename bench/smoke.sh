@@ -2,9 +2,10 @@
 # smoke.sh - correctness-only run of the load generator, for CI: every
 # workload once with tiny counts against a fresh aesdsocket, expecting zero
 # verification errors (and, for held, 300 connections held with the default
-# options and every one served afterwards); then the generator against the
-# probe's trivial server, clean and with each injected bug, to show the
-# checks can fail.
+# options and every one served afterwards; for slow, 20 tricklers and 2 big
+# partial packets held while 20 new clients are served); then the generator
+# against the probe's trivial server, clean and with each injected bug, to
+# show the checks can fail; then BENCHMARKS.md rendered from the slow lines.
 # No timing is asserted. Last line: "bench-smoke: N passed, M failed".
 set -euo pipefail
 
@@ -99,6 +100,56 @@ expect_clean "held baseline: the same growth over one connection, then churn" \
 	ok=30 hold_connected=0 hold_exchanged=150 new_ok=20
 stop_server || not_ok "server exits 0 after held baseline" "status $?"
 
+# Issue 14's slow clients, in small: tricklers and big partial packets
+# held while new clients are served; the server closes none of them.
+SLOW_LINES="$WORK/slow-results"
+: >"$SLOW_LINES"
+start_server "$WORK"
+line=$(run_load slow -p "$SERVER_PORT" -P "$SERVER_PID" -k 20 -B 2 -z 100K -R 100 -L 20 -I 5)
+expect_clean "slow: 20 tricklers and 2 x 100 KiB partial packets held, 20 new clients served" \
+	"$line" slow_connected=20 big_connected=2 big_sent=2 \
+	settle_timed_out=0 slow_closed=0 big_closed=0 slow_open_end=20 big_open_end=2 \
+	new_started=20 new_ok=20 new_failed=0
+for key in new_p99_ms new_max_ms pss_peak_kib trickle_bytes; do
+	field "$line" "$key" >/dev/null || not_ok "slow: the line has $key" "$line"
+done
+echo "run=1 label=slow $line" >>"$SLOW_LINES"
+echo "run=1 label=b_slow $line" >>"$SLOW_LINES"
+stop_server || not_ok "server exits 0 after slow" "status $?"
+
+start_server "$WORK"
+line=$(run_load slow -p "$SERVER_PORT" -P "$SERVER_PID" -k 3 -B 0 -R 100 -L 5 -I 5)
+expect_clean "slow: 3 tricklers, 5 new clients served" "$line" \
+	slow_connected=3 slow_closed=0 new_ok=5 new_failed=0
+echo "run=1 label=slow_33 $line" >>"$SLOW_LINES"
+echo "run=1 label=b_slow_33 $line" >>"$SLOW_LINES"
+stop_server || not_ok "server exits 0 after slow with tricklers only" "status $?"
+
+# With a 1 s idle timeout the server closes every slow client while 400
+# new clients, 10 ms apart, are served: the generator must see it.
+start_server "$WORK" -i 1
+line=$(run_load slow -p "$SERVER_PORT" -k 5 -B 1 -z 10K -R 100 -L 400 -I 10)
+expect_clean "slow: the server's idle timeout closes the slow clients, and that is seen" \
+	"$line" slow_closed=5 big_closed=1 slow_open_end=0 big_open_end=0 new_ok=400
+stop_server || not_ok "server exits 0 after slow with -i 1" "status $?"
+
+# The report renders the slow workloads: their rows, with figures.
+if "$BENCH_DIR/run.sh" -i "$SLOW_LINES" -o "$WORK/report.md" 2>"$WORK/report.err"; then
+	rows=$(sed -n '/^## Slow clients/,/^## /p' "$WORK/report.md" | grep -c '^| ' || true)
+	bad=$(sed -n '/^## Slow clients/,/^## /p' "$WORK/report.md" | grep '^| ' | grep 'n/a' || true)
+	if ! grep -q '^| slow clients (20 trickling a byte every 100 ms + 2 holding a 100 KiB partial packet): every new client served' "$WORK/report.md"; then
+		not_ok "report: the slow clients' target" "$(grep -c . "$WORK/report.md") lines"
+	elif ! grep -q '^| 3 slow clients (issue 14.s test' "$WORK/report.md"; then
+		not_ok "report: the few slow clients' target"
+	elif [ "$rows" -lt 14 ] || [ -n "$bad" ]; then
+		not_ok "report: the slow clients' table" "$rows rows" "$bad"
+	else
+		ok "report: slow clients' targets and table ($rows rows)"
+	fi
+else
+	not_ok "report renders from the slow lines" "$(cat "$WORK/report.err")"
+fi
+
 # The generator itself: clean against the trivial server ...
 start_trivial -k
 expect_clean "generator: trivial server, stream" \
@@ -123,6 +174,25 @@ for bug in short flip dup extra; do
 	fi
 	stop_server || true
 done
+
+start_trivial -k
+expect_clean "generator: trivial server, slow clients" \
+	"$(run_load slow -p "$SERVER_PORT" -k 10 -B 2 -z 100K -R 100 -L 10 -I 0)" \
+	slow_closed=0 big_closed=0 new_ok=10
+stop_server || true
+
+# One thread serving one connection at a time is pinned by one trickler:
+# the new clients time out, and the generator counts them as failed.
+start_trivial -t 1
+line=$(run_load slow -p "$SERVER_PORT" -k 1 -B 0 -R 100 -L 3 -I 0 -T 500 -t 5000)
+nfailed=$(field "$line" new_failed) || nfailed=""
+errors=$(field "$line" errors) || errors=""
+if [ "$nfailed" = 3 ] && [ "${errors:-0}" -ge 3 ]; then
+	ok "generator sees a server pinned by one slow client (3 new clients failed)"
+else
+	not_ok "generator sees a server pinned by one slow client" "$line"
+fi
+stop_server || true
 
 # A server that closes a connection idle after one exchange: no wrong
 # byte, so no error, but the held connections are not all served after.

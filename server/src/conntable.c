@@ -119,36 +119,42 @@ void conntable_remove(struct conntable *t, uint32_t id)
 	t->open--;
 }
 
-uint32_t conntable_evictable(const struct conntable *t, long long now,
-			     long long *eligible_at)
+uint32_t conntable_evictable(const struct conntable *t, long long now)
 {
 	int kind;
 
-	*eligible_at = 0;
 	for (kind = 0; kind < IDLE_KINDS; kind++) {
 		uint32_t head = t->idle[kind].head;
-		long long at;
 
 		if (head == CONN_NONE)
 			continue;
-		at = t->slots[head].conn.since_ms + IDLE_ENOUGH_MS;
-		if (at <= now)
-			return head;
-		*eligible_at = at;
-		return CONN_NONE;	/* silent ones go first, even if later */
+		/* silent ones go first, even when they are younger */
+		return t->slots[head].conn.since_ms + IDLE_ENOUGH_MS <= now ?
+			       head : CONN_NONE;
 	}
 	return CONN_NONE;
+}
+
+/* Whether slot a should go before slot b: more bytes, or as many held
+ * for longer (a client sending a big packet at full speed holds it for
+ * milliseconds, one that parks a big partial packet for much longer). */
+static bool holds_more(const struct conn_slot *a, const struct conn_slot *b)
+{
+	if (a->buffered != b->buffered)
+		return a->buffered > b->buffered;
+	return a->conn.since_ms < b->conn.since_ms;
 }
 
 uint32_t conntable_largest(const struct conntable *t)
 {
 	uint32_t id, largest = CONN_NONE;
-	size_t most = 0;
 
-	for (id = 0; id < t->used; id++)
-		if (t->slots[id].in_use && t->slots[id].buffered > most) {
-			most = t->slots[id].buffered;
+	for (id = 0; id < t->used; id++) {
+		const struct conn_slot *s = &t->slots[id];
+
+		if (s->in_use && s->buffered > 0 &&
+		    (largest == CONN_NONE || holds_more(s, &t->slots[largest])))
 			largest = id;
-		}
+	}
 	return largest;
 }

@@ -8,7 +8,7 @@
  * the sum of what the connections buffer.  At the connection cap it names a
  * connection that has been idle for at least a second, one that never sent
  * a byte before any other, longest idle first; at the buffer budget, the
- * connection buffering most.  Pure bookkeeping: no I/O, no clock.
+ * connection buffering most (the longest, of those buffering as much).  Pure bookkeeping: no I/O, no clock.
  */
 #ifndef AESD_CONNTABLE_H
 #define AESD_CONNTABLE_H
@@ -58,12 +58,11 @@ void conntable_update(struct conntable *t, uint32_t id);
 /* Frees the slot of a connection that was closed. */
 void conntable_remove(struct conntable *t, uint32_t id);
 
-/* The connection to close to make room at now, or CONN_NONE; then
- * *eligible_at is when one will be (0: none is idle at all).  While any
- * connection that never sent a byte is open, no other is chosen. */
-uint32_t conntable_evictable(const struct conntable *t, long long now,
-			     long long *eligible_at);
-/* The connection buffering the most bytes (CONN_NONE if none buffers). */
+/* The connection to close to make room at now, or CONN_NONE.  While any
+ * connection that never sent a byte is idle, no other is chosen. */
+uint32_t conntable_evictable(const struct conntable *t, long long now);
+/* The connection buffering the most bytes, of those buffering as many the
+ * one whose packet has been under way longest (CONN_NONE if none buffers). */
 uint32_t conntable_largest(const struct conntable *t);
 
 #endif

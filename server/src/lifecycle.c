@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_requested;
-static volatile sig_atomic_t child_exited;
+static volatile sig_atomic_t child_changed;
 static sigset_t wait_mask;
 
 /* Signals that stop the server cleanly.  SIGHUP too, in the foreground: a
@@ -58,11 +58,11 @@ static void on_stop_signal(int signo)
 }
 
 /* Only has to exist: a caught SIGCHLD ends the parent's wait, which then
- * reaps. */
-static void on_child_exit(int signo)
+ * reaps (or notes a stopped worker). */
+static void on_child_change(int signo)
 {
 	(void)signo;
-	child_exited = 1;
+	child_changed = 1;
 }
 
 static void on_fault_signal(int signo, siginfo_t *info, void *context)
@@ -136,7 +136,7 @@ int lifecycle_setup_signals(void)
 			goto fail;
 	}
 	sigdelset(&wait_mask, SIGCHLD);
-	if (set_handler(SIGCHLD, on_child_exit) != 0 || ignore_signals() != 0 ||
+	if (set_handler(SIGCHLD, on_child_change) != 0 || ignore_signals() != 0 ||
 	    set_fault_handlers() != 0)
 		goto fail;
 	return 0;
@@ -162,11 +162,11 @@ bool lifecycle_stop_requested(void)
 	return stop_requested != 0;
 }
 
-bool lifecycle_child_exited(void)
+bool lifecycle_child_changed(void)
 {
-	if (!child_exited)
+	if (!child_changed)
 		return false;
-	child_exited = 0;
+	child_changed = 0;
 	return true;
 }
 

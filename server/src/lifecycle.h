@@ -20,8 +20,8 @@
 int lifecycle_setup_signals(void);
 const sigset_t *lifecycle_wait_mask(void);
 bool lifecycle_stop_requested(void);
-/* True once after a SIGCHLD arrived. */
-bool lifecycle_child_exited(void);
+/* True once after a SIGCHLD arrived: a child exited, stopped or went on. */
+bool lifecycle_child_changed(void);
 /* Sleeps, letting the signals in: returns early when one arrives. */
 void lifecycle_sleep_ms(int ms);
 

@@ -43,4 +43,10 @@ static inline long long backoff_ms(unsigned failures, long long first_ms,
 	return ms < max_ms ? ms : max_ms;
 }
 
+/* The sooner of two waits in ms, where -1 means "no need to wake". */
+static inline long long sooner_ms(long long a, long long b)
+{
+	return a < 0 || (b >= 0 && b < a) ? b : a;
+}
+
 #endif

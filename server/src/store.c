@@ -227,7 +227,7 @@ static int recover_torn_append(struct store *s)
 	if (cut_back(s, "an interrupted append") != 0)
 		return -1;
 	log_msg(LOG_WARNING,
-		"A connection process died while appending; cut the data file back to %lld bytes",
+		"A worker died while appending; cut the data file back to %lld bytes",
 		(long long)s->marker->size);
 	return 0;
 }

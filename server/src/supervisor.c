@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,10 +23,15 @@
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 5000
 #define STOP_GRACE_MS 5000
+/* A worker stopped (SIGSTOP) for this long while it holds the data file's
+ * lock stops every append of every worker: it is killed, and the next
+ * appender cuts back what it had written. */
+#define STOPPED_WITH_LOCK_MS 500
 
 struct slot {
 	pid_t pid;		/* 0: none running */
 	long long started_ms;
+	long long stopped_ms;	/* when it was stopped; 0: not stopped */
 };
 
 struct supervisor {
@@ -34,20 +40,20 @@ struct supervisor {
 	int *census;		/* shared with the workers */
 	int lifeline[2];	/* the workers hold [0]; closing [1] stops them */
 	int ready[2];		/* start-up only: [0] the parent's, else -1 */
-	bool ready_seen, stopping;
+	bool stopping;
 	unsigned failures;	/* unasked exits or failed forks in a row */
 	long long no_fork_before_ms;
 };
 
 static struct supervisor the_supervisor;
 
-/* Logs what failed, and pauses forking. */
-static void note_failure(struct supervisor *s, const char *what)
+/* Logs what failed, at priority, and pauses forking. */
+static void note_failure(struct supervisor *s, int priority, const char *what)
 {
 	long long pause = backoff_ms(s->failures++, RETRY_MIN_MS, RETRY_MAX_MS);
 
 	s->no_fork_before_ms = now_ms() + pause;
-	log_msg(LOG_ERR, "%s; next worker in %lld ms", what, pause);
+	log_msg(priority, "%s; next worker in %lld ms", what, pause);
 }
 
 static size_t census_size(const struct supervisor *s)
@@ -85,10 +91,10 @@ static void spawn(struct supervisor *s, unsigned index)
 
 		snprintf(what, sizeof(what), "Cannot fork a worker: %s",
 			 strerror(errno));
-		note_failure(s, what);
+		note_failure(s, LOG_ERR, what);
 		return;
 	}
-	s->slots[index] = (struct slot){ pid, now_ms() };
+	s->slots[index] = (struct slot){ .pid = pid, .started_ms = now_ms() };
 }
 
 /* Forks the workers that are missing, unless the brake says to wait:
@@ -105,6 +111,8 @@ static long long fork_missing(struct supervisor *s)
 		if (wait_ms > 0)
 			return wait_ms;
 		spawn(s, i);
+		if (!s->slots[i].pid)	/* failed: the brake set a pause */
+			return s->no_fork_before_ms - now_ms();
 	}
 	return -1;
 }
@@ -112,11 +120,17 @@ static long long fork_missing(struct supervisor *s)
 static void describe_exit(struct supervisor *s, const struct slot *w,
 			  int status)
 {
+	int priority = LOG_ERR;
 	char what[96];
 
 	if (now_ms() - w->started_ms > RETRY_MAX_MS)
 		s->failures = 0;
-	if (WIFSIGNALED(status))
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+		/* a stop signal sent to it alone, as `kill $(pidof aesdsocket)`
+		 * does just before it signals this process too */
+		priority = LOG_NOTICE;
+		snprintf(what, sizeof(what), "Worker %ld stopped", (long)w->pid);
+	} else if (WIFSIGNALED(status))
 		snprintf(what, sizeof(what), "Worker %ld killed by signal %d",
 			 (long)w->pid, WTERMSIG(status));
 	else if (WEXITSTATUS(status) == WORKER_CANNOT_START)
@@ -126,7 +140,59 @@ static void describe_exit(struct supervisor *s, const struct slot *w,
 		snprintf(what, sizeof(what),
 			 "Worker %ld exited unasked (status %d)", (long)w->pid,
 			 WEXITSTATUS(status));
-	note_failure(s, what);
+	note_failure(s, priority, what);
+}
+
+/* Whether pid holds the data file's flock(), as the kernel says in
+ * /proc/locks: "1: FLOCK  ADVISORY  WRITE PID MAJ:MIN:INODE 0 EOF", the
+ * device numbers in hex; "->" marks a process still waiting for it. */
+static bool holds_data_lock(const struct supervisor *s, pid_t pid)
+{
+	const struct store_identity *id = s->config.worker.data_id;
+	char line[256], kind[16], mode[16];
+	unsigned maj, min;
+	unsigned long long ino;
+	bool found = false;
+	long holder;
+	FILE *locks = fopen("/proc/locks", "re");
+
+	if (!locks)
+		return false;
+	while (!found && fgets(line, sizeof(line), locks))
+		found = sscanf(line, "%*d: %15s %*s %15s %ld %x:%x:%llu", kind,
+			       mode, &holder, &maj, &min, &ino) == 6 &&
+			strcmp(kind, "FLOCK") == 0 && holder == (long)pid &&
+			maj == major(id->dev) && min == minor(id->dev) &&
+			ino == (unsigned long long)id->ino;
+	fclose(locks);
+	return found;
+}
+
+/* Kills workers stopped too long holding the lock; ms to the next check. */
+static long long check_stopped(struct supervisor *s)
+{
+	long long next = -1, now = now_ms();
+	unsigned i;
+
+	for (i = 0; i < s->config.workers; i++) {
+		struct slot *w = &s->slots[i];
+		long long due = w->stopped_ms + STOPPED_WITH_LOCK_MS;
+
+		if (!w->pid || !w->stopped_ms)
+			continue;
+		if (due > now) {
+			next = next < 0 || due - now < next ? due - now : next;
+			continue;
+		}
+		w->stopped_ms = 0;	/* looked at once per stop */
+		if (!holds_data_lock(s, w->pid))
+			continue;
+		log_msg(LOG_ERR, "Worker %ld is stopped holding the data file's lock; killing it",
+			(long)w->pid);
+		if (kill(w->pid, SIGKILL) != 0)
+			log_errno("Cannot kill worker %ld", (long)w->pid);
+	}
+	return next;
 }
 
 static unsigned running(const struct supervisor *s)
@@ -143,7 +209,8 @@ static void reap(struct supervisor *s)
 	int status;
 	pid_t pid;
 
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+	while ((pid = waitpid(-1, &status, WNOHANG | WUNTRACED |
+					  WCONTINUED)) > 0) {
 		unsigned i;
 
 		for (i = 0; i < s->config.workers; i++) {
@@ -151,6 +218,10 @@ static void reap(struct supervisor *s)
 
 			if (w->pid != pid)
 				continue;
+			if (WIFSTOPPED(status) || WIFCONTINUED(status)) {
+				w->stopped_ms = WIFSTOPPED(status) ? now_ms() : 0;
+				continue;
+			}
 			if (!s->stopping && !lifecycle_stop_requested())
 				describe_exit(s, w, status);
 			/* its connections are gone with it */
@@ -206,7 +277,7 @@ int supervisor_wait_ready(struct supervisor *s)
 		if (ppoll(&pfd, 1, NULL, lifecycle_wait_mask()) < 0 &&
 		    errno != EINTR)
 			break;
-		if (lifecycle_child_exited())
+		if (lifecycle_child_changed())
 			reap(s);
 		if (pfd.revents == 0)
 			continue;
@@ -225,9 +296,9 @@ void supervisor_run(struct supervisor *s)
 		long long wait_ms;
 		struct timespec timeout;
 
-		if (lifecycle_child_exited())
+		if (lifecycle_child_changed())
 			reap(s);
-		wait_ms = fork_missing(s);
+		wait_ms = sooner_ms(fork_missing(s), check_stopped(s));
 		timeout = ms_timespec(wait_ms);
 		ppoll(NULL, 0, wait_ms >= 0 ? &timeout : NULL,
 		      lifecycle_wait_mask());

@@ -22,8 +22,6 @@
  * touched only as far as data arrives. */
 #define RECEIVE_BUFFER_SIZE 65536
 #define MAX_EVENTS 64
-/* A burst of new clients takes turns with the connections already here. */
-#define ACCEPTS_PER_EVENT 16
 /* After an accept() error that is not about one connection (no
  * descriptors, no memory, or worse), accepting pauses, doubling. */
 #define ACCEPT_RETRY_MIN_MS 100
@@ -187,43 +185,33 @@ static void set_listening(struct worker *w, bool on)
 	w->listening = on;
 }
 
+/* The idle connection to close for a new client, when this worker is full
+ * (CONN_NONE: none, or no need to). */
+static uint32_t room_to_make(const struct worker *w)
+{
+	if (w->table.open < w->setup->share || !everyone_full(w))
+		return CONN_NONE;
+	return conntable_evictable(&w->table, now_ms());
+}
+
 /* Listens while this worker has room, or, once every worker is full, has
  * an idle connection to close for a new one.  Returns in how many ms to
  * look again, or -1. */
 static long long update_listening(struct worker *w, long long now)
 {
-	long long eligible_at, again = -1;
+	long long again = -1;
 	bool on = true;
 
 	if (w->accept_again_ms > now) {
 		on = false;
 		again = w->accept_again_ms - now;
-	} else if (w->table.open >= w->setup->share) {
-		if (!everyone_full(w) ||
-		    conntable_evictable(&w->table, now, &eligible_at) == CONN_NONE) {
-			on = false;
-			again = FULL_RECHECK_MS;
-		}
+	} else if (w->table.open >= w->setup->share &&
+		   room_to_make(w) == CONN_NONE) {
+		on = false;
+		again = FULL_RECHECK_MS;
 	}
 	set_listening(w, on);
 	return again;
-}
-
-static bool make_room(struct worker *w)
-{
-	long long eligible_at;
-	uint32_t id;
-
-	if (!everyone_full(w))
-		return false;
-	id = conntable_evictable(&w->table, now_ms(), &eligible_at);
-	if (id == CONN_NONE)
-		return false;
-	log_msg(LOG_NOTICE,
-		"Closing idle connection from %s to make room (%u open)",
-		w->table.slots[id].conn.peer, w->setup->max_connections);
-	close_conn(w, id);
-	return true;
 }
 
 /* Returns true to try accept() again at once. */
@@ -253,47 +241,48 @@ static bool survive_accept_error(struct worker *w)
 	return false;
 }
 
-/* Accepts one client; false when there is none to accept now. */
-static bool accept_one(struct worker *w)
+/* One client per event: the listener stays readable while more wait, so
+ * a burst of new clients takes turns with the connections already here,
+ * and the common case makes no accept() that finds nobody.  When this
+ * worker is full, an idle connection is closed only once a client has
+ * really been accepted in its place (the worker's descriptor limit has
+ * room for that moment). */
+static void accept_client(struct worker *w)
 {
+	uint32_t victim = room_to_make(w), id;
 	struct sockaddr_storage peer;
 	char name[PEER_NAME_LEN];
 	socklen_t len;
 	struct conn *c;
-	uint32_t id;
 	int fd;
 
+	if (w->table.open >= w->setup->share && victim == CONN_NONE)
+		return;
 	do {
 		len = sizeof(peer);
 		fd = accept4(w->setup->listen_fd, (struct sockaddr *)&peer,
 			     &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	} while (fd < 0 && survive_accept_error(w));
 	if (fd < 0)
-		return false;
+		return;
 	w->accept_failures = 0;
-	c = conntable_add(&w->table, &id);	/* there is room */
+	if (victim != CONN_NONE) {
+		log_msg(LOG_NOTICE,
+			"Closing idle connection from %s to make room (%u open)",
+			w->table.slots[victim].conn.peer,
+			w->setup->max_connections);
+		close_conn(w, victim);
+	}
+	c = conntable_add(&w->table, &id);
 	listener_peer_name(&peer, name);
 	conn_open(c, fd, name, w->setup->limits->max_packet, now_ms());
 	count_open(w);
 	if (watch(w, id, c, EPOLL_CTL_ADD) != 0) {
 		close_conn(w, id);
-		return true;
+		return;
 	}
 	/* A client's first packet has usually arrived by now. */
 	settle_conn(w, id, false, conn_on_readable(c, &w->env));
-	return true;
-}
-
-static void accept_clients(struct worker *w)
-{
-	int i;
-
-	for (i = 0; i < ACCEPTS_PER_EVENT; i++) {
-		if (w->table.open >= w->setup->share && !make_room(w))
-			return;
-		if (!accept_one(w))
-			return;
-	}
 }
 
 /* -------------------------------------------------------- the loop */
@@ -303,16 +292,11 @@ static void handle_event(struct worker *w, const struct epoll_event *ev)
 	uint32_t id = (uint32_t)ev->data.u64;
 
 	if (id == ID_LISTENER)
-		accept_clients(w);
+		accept_client(w);
 	else if (id == ID_LIFELINE)
 		w->stopping = true;	/* the parent has let go */
 	else
 		connection_event(w, id, (uint32_t)(ev->data.u64 >> 32));
-}
-
-static long long sooner(long long a, long long b)
-{
-	return a < 0 || (b >= 0 && b < a) ? b : a;
 }
 
 /* Serves until a stop; returns the exit status. */
@@ -322,7 +306,7 @@ static int serve(struct worker *w)
 
 	while (!w->stopping) {
 		long long now = now_ms();
-		long long wait_ms = sooner(expire_deadlines(w, now),
+		long long wait_ms = sooner_ms(expire_deadlines(w, now),
 					   update_listening(w, now));
 		int i, n;
 
