@@ -10,6 +10,10 @@
  *                         <call> <ERRNO>      e.g. "fork EAGAIN", "accept4 22"
  *                         fork exit-child     every forked child _exit(0)s
  *                                             as soon as fork() returns in it
+ *                         flock stop-once     the first process to take an
+ *                                             exclusive flock() (of all that
+ *                                             use this control file) stops
+ *                                             itself (SIGSTOP) holding it
  *                       A missing or empty file means no fault.
  *   AESD_FAULT_LOG      one line per intercepted call, appended:
  *                         <monotonic ms> <pid> <call> <return value> <errno>
@@ -26,8 +30,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -40,8 +46,9 @@
 static char control_path[PATH_LEN];
 static char log_path[PATH_LEN];
 static char atexit_path[PATH_LEN];
+static char fired_path[PATH_LEN + 8];	/* control file + ".fired" */
 
-enum { FAULT_NONE = 0, FAULT_EXIT_CHILD = -1 };
+enum { FAULT_NONE = 0, FAULT_EXIT_CHILD = -1, FAULT_STOP_ONCE = -2 };
 
 static const struct {
 	const char *name;
@@ -165,6 +172,8 @@ static int parse_errno(const char *word, size_t len)
 
 	if (len == 10 && same(word, "exit-child", 10))
 		return FAULT_EXIT_CHILD;
+	if (len == 9 && same(word, "stop-once", 9))
+		return FAULT_STOP_ONCE;
 	for (i = 0; i < sizeof(errno_names) / sizeof(errno_names[0]); i++)
 		if (slen(errno_names[i].name) == len &&
 		    same(errno_names[i].name, word, len))
@@ -243,6 +252,7 @@ static int (*real_setresuid)(uid_t, uid_t, uid_t);
 static int (*real_setresgid)(gid_t, gid_t, gid_t);
 static int (*real_setgroups)(size_t, const gid_t *);
 static int (*real_ftruncate)(int, off_t);
+static int (*real_flock)(int, int);
 
 #define RESOLVE(name) \
 	(real_##name = (__typeof__(real_##name))dlsym(RTLD_NEXT, #name))
@@ -259,6 +269,7 @@ static void resolve_all(void)
 	RESOLVE(setresgid);
 	RESOLVE(setgroups);
 	RESOLVE(ftruncate);
+	RESOLVE(flock);
 }
 
 static int initialized;
@@ -270,6 +281,12 @@ __attribute__((constructor)) static void faultshim_init(void)
 	copy_env(control_path, "AESD_FAULT_CONTROL");
 	copy_env(log_path, "AESD_FAULT_LOG");
 	copy_env(atexit_path, "AESD_FAULT_ATEXIT");
+	if (control_path[0]) {
+		size_t n = slen(control_path);
+
+		copy(fired_path, control_path, n);
+		copy(fired_path + n, ".fired", sizeof(".fired"));
+	}
 	resolve_all();
 	if (atexit_path[0])
 		atexit(record_exit);
@@ -381,6 +398,44 @@ int setgroups(size_t size, const gid_t *list)
 int ftruncate(int fd, off_t length)
 {
 	WRAP(ftruncate, int, real_ftruncate(fd, length));
+}
+
+/* True for the first process to get here since the marker file was
+ * removed (O_EXCL decides between processes). */
+static int first_to_fire(void)
+{
+	int fd;
+
+	if (!fired_path[0])
+		return 0;
+	fd = raw_open(fired_path, O_WRONLY | O_CREAT | O_EXCL);
+	if (fd < 0)
+		return 0;
+	raw_close(fd);
+	return 1;
+}
+
+int flock(int fd, int operation)
+{
+	int saved = errno, fault, err, ret;
+
+	if ((err = injected("flock", &fault)) != 0) {
+		errno = err;
+		return -1;
+	}
+	if (!real_flock) {
+		errno = ENOSYS;
+		return -1;
+	}
+	errno = saved;
+	ret = real_flock(fd, operation);
+	err = ret == -1 ? errno : 0;
+	log_call("flock", ret, err);
+	if (ret == 0 && fault == FAULT_STOP_ONCE &&
+	    (operation & LOCK_EX) && first_to_fire())
+		syscall(SYS_kill, raw_getpid(), SIGSTOP);
+	errno = err ? err : saved;
+	return ret;
 }
 
 #if defined(__LP64__)

@@ -79,7 +79,12 @@ class FaultShim:
         os.replace(temporary, self.control)     # never read half-written
 
     def clear(self):
+        """No fault; and a "stop-once" fault may fire again once set."""
         self.set()
+        try:
+            os.unlink(self.control + ".fired")
+        except FileNotFoundError:
+            pass
 
     def calls(self, name=None, pid=None, since_ms=None, failed=None):
         """Intercepted calls, from the log; failed=True: injected or real

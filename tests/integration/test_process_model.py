@@ -404,7 +404,7 @@ def test_workers_dying_at_start_are_restarted_at_a_throttled_rate(
         os.kill(worker, signal.SIGKILL)
 
     def restarts_logged():
-        return pauses_logged(server, "Worker \\d+ (killed|exited)")
+        return pauses_logged(server, r"Worker \d+ .*; next worker")
 
     wait_until(lambda: 1600 in restarts_logged(), scaled(10),
                what="a restart pause of 1600 ms")

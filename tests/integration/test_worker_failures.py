@@ -16,9 +16,11 @@ import time
 
 import pytest
 
+import faultshim as shim
 from server_harness import (TORN_APPEND_CUT_BACK, assert_closed_by_server,
                             connect_on, file_size_limit, grow_file,
-                            proc_exists, read_bytes, recv_exactly,
+                            proc_exists, process_state, read_bytes,
+                            recv_exactly,
                             recv_until_suffix, scaled, server_send_queue,
                             stop_process, wait_server_read_everything,
                             wait_until, wait_workers, worker_count)
@@ -257,3 +259,43 @@ def test_worker_killed_mid_response(make_server):
     assert_logged_once_each(server, replaced)
     assert (lines_of(server, victim, ACCEPTED) -
             lines_of(server, victim, CLOSED)) == 2
+
+
+@shim.needs_shim
+def test_worker_hung_holding_the_lock_is_killed(make_server, faultshim):
+    """-w 3: a worker stops (SIGSTOP) just after it took the data file's
+    lock for an append, which would hold up every append of every worker.
+    The parent kills it (logged), the fresh clients after it are answered
+    within 1 s (the 500 ms the parent allows, and the rest), the other
+    workers' clients are served, the stopped append left nothing in the
+    file, a new worker replaces it, and every other worker's connections
+    are logged Accepted/Closed once.
+
+    Fails on the issue-9 server at once (no fixed worker to place a
+    client on); under the mutation "check_stopped() returns -1 at once"
+    (supervisor.c) every append waits for the lock, and the fresh client
+    is not answered within 1 s."""
+    server = make_server("-w", "3", env=faultshim.env())
+    workers = wait_workers(server, 3)
+    idle, expected = placed_clients(server, workers, b"")
+    victim, survivors = workers[0], workers[1:]
+    faultshim.set("flock stop-once")
+    idle[victim].sendall(b"never stored\n")
+    wait_until(lambda: process_state(victim) in ("T", None), scaled(5),
+               what="the worker to stop holding the lock")
+    faultshim.clear()
+    expected = fresh_client_in_time(server, expected, b"after the hang")
+    server.wait_log(rf"Worker {victim} is stopped holding the data file's "
+                    r"lock; killing it")
+    server.wait_log(rf"Worker {victim} killed by signal 9")
+    assert_closed_by_server(idle[victim])
+    for worker in survivors:
+        expected = exchange(idle[worker], b"again on %d\n" % worker, expected)
+    replaced = wait_workers(server, 3, exclude=[victim])
+    (newcomer,) = set(replaced) - set(workers)
+    with connect_on(server, newcomer) as sock:
+        expected = exchange(sock, b"on the new worker\n", expected)
+    for sock in idle.values():
+        sock.close()
+    assert read_bytes(server.data_file) == expected
+    assert_logged_once_each(server, replaced)
