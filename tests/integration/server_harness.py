@@ -464,10 +464,18 @@ def serving_workers(server):
 def wait_workers(server, count, timeout=10.0, exclude=()):
     """Waits until exactly count workers serve, none of them in exclude
     (e.g. the pid of a killed one); returns their pids."""
+    try:
+        return wait_serving(server.proc.pid, count, timeout, exclude)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{server.log()[-3000:]}")
+
+
+def wait_serving(parent, count, timeout=10.0, exclude=()):
+    """wait_workers for the server process parent (e.g. a daemon)."""
     found = []
 
     def ready():
-        workers = live_children(server.proc.pid)
+        workers = live_children(parent)
         serving = [w for w in workers if has_event_loop(w)]
         found[:] = sorted(serving)
         return (len(workers) == len(serving) == count and
@@ -476,7 +484,7 @@ def wait_workers(server, count, timeout=10.0, exclude=()):
         wait_until(ready, scaled(timeout), what=f"{count} serving workers")
     except AssertionError as e:
         raise AssertionError(f"{e}; serving: {found}, excluded: "
-                             f"{list(exclude)}\n{server.log()[-3000:]}")
+                             f"{list(exclude)}")
     return list(found)
 
 

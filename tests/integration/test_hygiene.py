@@ -13,12 +13,11 @@ import pytest
 import faultshim as shim
 from server_harness import (BINARY, UNDER_VALGRIND, WRAPPER, assert_served,
                             connect_on, fd_targets, free_port, grow_file,
-                            has_event_loop,
                             live_children, pid_alive, port_accepts,
                             read_bytes, recv_exactly, recv_until_suffix,
                             scaled, socket_inode, tcp_socket_states,
                             unix_socket_types, wait_server_read_everything,
-                            wait_until, wait_workers)
+                            wait_serving, wait_until, wait_workers)
 
 LISTEN = 0x0A
 CLOSE_STDIO = ["sh", "-c", 'exec "$@" <&- >&- 2>&-', "sh"]
@@ -391,16 +390,11 @@ def test_daemon_holds_no_readiness_pipe(tmp_path):
     try:
         assert exchange_on(port, b"daemon\n", 7) == b"daemon\n"
 
-        def serving():
-            workers = [w for w in live_children(pid) if has_event_loop(w)]
-            return workers if len(workers) == 2 else None
-        wait_until(serving, scaled(10), what="two serving workers")
-        workers = serving()
+        workers = wait_serving(pid, 2)
         check_descriptors(pid, workers, str(data), {})
         os.kill(workers[0], signal.SIGKILL)
-        wait_until(lambda: serving() and workers[0] not in serving(),
-                   scaled(10), what="the killed worker's replacement")
-        check_descriptors(pid, serving(), str(data), {})
+        workers = wait_serving(pid, 2, exclude=workers[:1])
+        check_descriptors(pid, workers, str(data), {})
     finally:
         stop_daemon(pid)
 
