@@ -29,7 +29,7 @@ from server_harness import (TORN_APPEND_CUT_BACK, UNDER_VALGRIND,
                             recv_until_suffix, rst_close, scaled, send_packet,
                             status_field, tcp_entries,
                             wait_server_read_everything, wait_until,
-                            wait_workers, worker_serving,
+                            wait_workers, worker_count, worker_serving,
                             wrapper_log_dir_is_private)
 
 ESTABLISHED = 0x01
@@ -121,7 +121,8 @@ def test_over_long_packet_disconnects_stores_nothing(make_server):
 
     # an endless packet: the server stops reading after the limit, so the
     # client can push no more than the socket buffers hold
-    baseline = {p: int(status_field(p, "VmHWM")[0]) for p in server.workers()}
+    baseline = {p: int(status_field(p, "VmHWM")[0])
+                for p in wait_workers(server, worker_count(server))}
     sent = 0
     with server.connect() as sock:
         sock.settimeout(scaled(10))
@@ -434,7 +435,7 @@ def test_1000_idle_clients_cost_no_process(make_server):
     within a second meanwhile, and the idle ones are still served."""
     raise_nofile(4096)
     server = make_server("--idle-timeout", "0")
-    workers = server.workers()
+    workers = wait_workers(server, worker_count(server))
     idle = []
     try:
         accepted = server.log().count("Accepted connection")
@@ -683,7 +684,7 @@ def test_user_drops_root_in_every_process(make_server):
             client.sendall(b"in flight")
             serving = worker_serving(server, client)
             assert credentials(serving) == as_nobody, serving
-        workers = wait_workers(server, len(server.workers()))
+        workers = wait_workers(server, worker_count(server))
         os.kill(workers[0], signal.SIGKILL)
         workers = wait_workers(server, len(workers), exclude=workers[:1])
         for pid in workers:

@@ -17,7 +17,8 @@ from server_harness import (BINARY, UNDER_VALGRIND, WRAPPER, assert_served,
                             read_bytes, recv_exactly, recv_until_suffix,
                             scaled, socket_inode, tcp_socket_states,
                             unix_socket_types, wait_server_read_everything,
-                            wait_serving, wait_until, wait_workers)
+                            wait_serving, wait_until, wait_workers,
+                            worker_count)
 
 LISTEN = 0x0A
 CLOSE_STDIO = ["sh", "-c", 'exec "$@" <&- >&- 2>&-', "sh"]
@@ -360,7 +361,7 @@ def test_inherited_descriptor_is_closed_everywhere(make_server, tmp_path):
         server = make_server("--send-timeout", "0", pass_fds=[fd])
     finally:
         os.close(fd)
-    workers = wait_workers(server, len(server.workers()))
+    workers = wait_workers(server, worker_count(server))
     socks = hold_connections(server, workers[:1])
     try:
         for pid in [server.proc.pid] + live_children(server.proc.pid):

@@ -11,7 +11,7 @@ import time
 
 from server_harness import (UNDER_SANITIZER, UNDER_VALGRIND, fd_count,
                             kib_field, recv_until_suffix, rst_close, scaled,
-                            wait_until)
+                            wait_until, wait_workers, worker_count)
 
 KINDS = ("silent", "reset", "half-close", "pipelined", "idle-timeout")
 # Under valgrind every connection costs a worker milliseconds of CPU.
@@ -130,7 +130,7 @@ def test_10000_mixed_connections_leave_nothing_behind(make_server):
     mixed_connections(server, 0, WARM_UP)
     wait_until(lambda: all_closed(server), scaled(10),
                what="every warm-up connection closed")
-    workers = sorted(server.workers())
+    workers = wait_workers(server, worker_count(server))
     worker_fds = {w: fd_count(w) for w in workers}
     worker_rss = {w: kib_field(w, "VmRSS") for w in workers}
 

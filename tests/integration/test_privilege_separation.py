@@ -22,7 +22,8 @@ import pytest
 from server_harness import (IS_ROOT, ROOT, UNDER_VALGRIND, assert_served,
                             live_children, proc_exists, read_bytes, scaled,
                             shared_tmp_dir, status_field, stop_process,
-                            wait_until, wait_workers, worker_serving,
+                            wait_until, wait_workers, worker_count,
+                            worker_serving,
                             wrapper_log_dir_is_private)
 
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
@@ -234,7 +235,7 @@ def test_user_works_under_the_units_capability_bounding_set(make_server):
             client.sendall(b"ght\n")
             expected += b"in flight\n"
             assert client.recv(len(expected), socket.MSG_WAITALL) == expected
-        for worker in wait_workers(server, len(server.workers())):
+        for worker in wait_workers(server, worker_count(server)):
             assert status_field(worker, "Uid") == as_nobody, worker
         assert read_bytes(data_file) == expected
         assert server.stop() == 0
