@@ -345,15 +345,27 @@ static void keep_only_needed_descriptors(const struct worker_setup *s)
 /* What a client that took this process over could do with it: no
  * privilege gained through exec, no core file with other clients' bytes,
  * no more descriptors than its share of connections. */
+static int limit_descriptors(rlim_t most)
+{
+	struct rlimit files = { most, most };
+
+	if (setrlimit(RLIMIT_NOFILE, &files) == 0)
+		return 0;
+	/* Where the hard limit may not move (valgrind keeps descriptors of
+	 * its own above it), the soft limit alone bounds the worker. */
+	if (getrlimit(RLIMIT_NOFILE, &files) != 0)
+		return -1;
+	files.rlim_cur = most;
+	return setrlimit(RLIMIT_NOFILE, &files);
+}
+
 static int restrict_process(const struct worker_setup *s)
 {
 	const struct rlimit no_core = { 0, 0 };
-	const struct rlimit files = { s->share + WORKER_SPARE_FDS,
-				      s->share + WORKER_SPARE_FDS };
 
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
 	    setrlimit(RLIMIT_CORE, &no_core) != 0 ||
-	    setrlimit(RLIMIT_NOFILE, &files) != 0) {
+	    limit_descriptors(s->share + WORKER_SPARE_FDS) != 0) {
 		log_errno("Cannot restrict the worker process");
 		return -1;
 	}
