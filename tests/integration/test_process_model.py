@@ -447,7 +447,7 @@ def test_brake_resets_after_a_worker_that_ran_long(make_server):
                     r"200 ms")
     replaced = wait_workers(server, 2, exclude=[young])
     # the other first worker has run for more than 5 s by now
-    wait_until(lambda: time.monotonic() - server_started(server) > 5.5,
+    wait_until(lambda: time.monotonic() - started_at(workers[1]) > 5.5,
                scaled(10), interval=0.1, what="5 s of running")
     os.kill(workers[1], signal.SIGKILL)
     server.wait_log(rf"Worker {workers[1]} killed by signal 9; next worker "
@@ -456,9 +456,9 @@ def test_brake_resets_after_a_worker_that_ran_long(make_server):
     assert_served(server, b"")
 
 
-def server_started(server):
-    """When the server process started, on time.monotonic()'s clock."""
-    with open(f"/proc/{server.proc.pid}/stat") as f:
+def started_at(pid):
+    """When a process started, on time.monotonic()'s clock."""
+    with open(f"/proc/{pid}/stat") as f:
         ticks = int(f.read().rsplit(")", 1)[1].split()[19])
     with open("/proc/uptime") as f:
         uptime = float(f.read().split()[0])
