@@ -8,18 +8,12 @@ hash seed, and Buildroot's SOURCE_DATE_EPOCH as the time stamps mke2fs
 writes and as every time of the files, ctime included."""
 
 import calendar
-import hashlib
 import os
 import re
 import subprocess
 import time
 
-from qemu_guest import BR_IMAGES, BUILD, TOP
-
-
-def sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+from qemu_guest import BR_IMAGES, BUILD, TOP, sha256
 
 
 def test_image_is_built_reproducibly(image_env, tmp_path):
