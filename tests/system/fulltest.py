@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,8 +43,7 @@ def check_boot(run):
     # runqemu.sh --dry-run installs what is missing, builds the fast image
     # if need be, and names the files QEMU will boot
     files = booted_files(guest.env)
-    print("full-test: a throwaway boot (runqemu.sh --snapshot) of " + " ".join(files),
-          flush=True)
+    print("full-test: a throwaway boot (runqemu.sh --snapshot) of " + " ".join(files))
     run.image = {f: sha256(f) for f in files}
     guest.boot()
     run.booted = True
@@ -116,6 +116,9 @@ def why(error, guest):
         tail = guest.console_log().strip().splitlines()[-10:]
         return f"{what} while waiting for {' or '.join(waited) or 'the console'}; " \
                "the console's last lines:\n" + "\n".join(tail)
+    if isinstance(error, subprocess.CalledProcessError):
+        command = " ".join(os.path.relpath(w) if os.path.isabs(w) else w for w in error.cmd)
+        return f"{command} exited {error.returncode} (it says why on stderr)"
     return traceback.format_exception_only(type(error), error)[-1]
 
 
@@ -124,13 +127,15 @@ def interrupted(signum, _frame):
 
 
 def main():
+    # in order with what runqemu.sh and QEMU print on stderr
+    sys.stdout.reconfigure(line_buffering=True)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupted)
     workdir = tempfile.mkdtemp(prefix="aesd-full-test.")
     run = Run(workdir)
     passed = failed = 0
     print(f"full-test: aesdsocket on 127.0.0.1:{run.guest.host_port}, "
-          f"ssh on 127.0.0.1:{run.guest.ssh_port}", flush=True)
+          f"ssh on 127.0.0.1:{run.guest.ssh_port}")
     try:
         for check in CHECKS:
             what = check.__doc__
@@ -147,7 +152,6 @@ def main():
             else:
                 passed += 1
                 print(f"PASS: {what}" + (f" ({detail})" if detail else ""))
-            sys.stdout.flush()
     except KeyboardInterrupt as e:
         failed += 1
         print(f"FAIL: interrupted ({e or 'SIGINT'})")
