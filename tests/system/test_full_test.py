@@ -62,8 +62,11 @@ def test_a_failed_boot_fails_the_run(image_env):
 @pytest.mark.parametrize("how", ["Ctrl-C", "SIGTERM"])
 def test_qemu_does_not_outlive_an_interrupted_run(image_env, how):
     port = free_port()
+    # As from a terminal: a process group of its own, and SIGINT not
+    # ignored (as it is when the tests run in the background: `cmd &`)
     proc = subprocess.Popen([FULL_TEST], env=full_test_env(image_env, port),
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # Interrupt once QEMU runs
         deadline = time.monotonic() + 300
