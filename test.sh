@@ -94,6 +94,13 @@ stage_system() {
 	"${PYTEST[@]}" tests/system
 }
 
+# What a user runs: one throwaway boot of the image runqemu.sh boots (the
+# Buildroot one when built, else the fast one in image/out, built when
+# missing or stale), checked from the host.
+stage_full_test() {
+	./full-test.sh
+}
+
 # Not in the default list: a clean Buildroot build takes tens of minutes.
 # Builds the Buildroot image with ../shared/br-offline (or prints SKIP:),
 # then runs the system suite on it.
@@ -102,7 +109,7 @@ stage_buildroot_image() {
 }
 
 STAGES=(deps build unit shellcheck integration sanitize valgrind sockettest
-	lifecycle buildroot fuzz bench system)
+	lifecycle buildroot fuzz bench system full-test)
 [ $# -gt 0 ] && STAGES=("$@")
 
 passed=0 failed=0 failures=""

@@ -251,6 +251,7 @@ static void accept_client(struct worker *w)
 {
 	uint32_t victim = room_to_make(w), id;
 	struct sockaddr_storage peer;
+	enum conn_want want;
 	char name[PEER_NAME_LEN];
 	socklen_t len;
 	struct conn *c;
@@ -277,12 +278,12 @@ static void accept_client(struct worker *w)
 	listener_peer_name(&peer, name);
 	conn_open(c, fd, name, w->setup->limits->max_packet, now_ms());
 	count_open(w);
-	if (watch(w, id, c, EPOLL_CTL_ADD) != 0) {
-		close_conn(w, id);
-		return;
-	}
-	/* A client's first packet has usually arrived by now. */
-	settle_conn(w, id, false, conn_on_readable(c, &w->env));
+	/* A client's first packet has usually arrived by now: it is answered
+	 * before the connection is even watched, which can wait. */
+	want = conn_on_readable(c, &w->env);
+	if (want != CONN_DONE && watch(w, id, c, EPOLL_CTL_ADD) != 0)
+		want = CONN_DONE;
+	settle_conn(w, id, c->sending, want);
 }
 
 /* -------------------------------------------------------- the loop */

@@ -1,6 +1,8 @@
 """System tests: boot the AArch64 image in QEMU through runqemu.sh and drive it
 (see qemu_guest.py). When a test that boots fails, the guest's console log is
-attached to its report.
+attached to its report. No boot writes to the image under test: the fast
+image runs from RAM, and the Buildroot image's guests write to a disk of
+their own (below), or to nothing with --snapshot.
 
 Environment:
   AESD_IMAGE=fast|buildroot   image to test (default: fast, built afresh by
@@ -8,7 +10,6 @@ Environment:
 """
 
 import os
-import shutil
 import subprocess
 import time
 
@@ -43,21 +44,18 @@ def image_env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def make_guest(image_env, tmp_path_factory, request):
-    """Factory for guests of this module; all are stopped at its end. A
-    Buildroot root file system is copied, so that it persists across the
-    boots of one module but the original stays untouched."""
+    """Factory for guests of this module; all are stopped at its end. The
+    Buildroot image's guests boot, as runqemu.sh does for people, with a
+    persistent disk copied from rootfs.ext4: one for this module, so that
+    it persists across the module's boots and no other test sees it."""
     logdir = str(tmp_path_factory.mktemp("console"))
-    env = dict(image_env)
-    if env["AESD_IMAGE"] == "buildroot":
-        rootfs = os.path.join(logdir, "rootfs.ext4")
-        shutil.copyfile(os.path.join(BR_IMAGES, "rootfs.ext4"), rootfs)
-        env["AESD_ROOTFS"] = rootfs
-        env["AESD_QEMU_SNAPSHOT"] = "0"
+    env = dict(image_env, AESD_QEMU_SNAPSHOT="0",
+               AESD_DISK=os.path.join(logdir, "disk.ext4"))
     started = []
 
-    def make(name=None, **extra_env):
+    def make(name=None, args=(), **extra_env):
         guest = Guest(logdir, name or request.module.__name__,
-                      dict(env, **extra_env))
+                      dict(env, **extra_env), args=args)
         started.append(guest)
         return guest
 

@@ -1,12 +1,15 @@
 """A QEMU guest booted with runqemu.sh, driven on its serial console with
 pexpect and reached from the host through QEMU's forwarded ports (aesdsocket,
-ssh), picked free for every boot. Every wait has an explicit timeout.
+ssh), picked free for every boot. Every wait has an explicit timeout. Used by
+the system tests and by full-test.sh (fulltest.py).
 
 Environment: AESD_BOOT_TIMEOUT, seconds allowed for a boot (default 180).
 """
 
+import hashlib
 import os
 import re
+import shlex
 import socket
 import subprocess
 import time
@@ -16,6 +19,7 @@ import pexpect
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUNQEMU = os.path.join(TOP, "runqemu.sh")
+SOCKETTEST = os.path.join(TOP, "tests", "sockettest.sh")
 BUILD = os.path.join(TOP, "image", "build.sh")
 BR_IMAGES = os.path.join(TOP, "buildroot", "output", "images")
 
@@ -23,6 +27,10 @@ BOOT_TIMEOUT = float(os.environ.get("AESD_BOOT_TIMEOUT", "180"))
 CMD_TIMEOUT = 60
 DATA_FILE = "/var/tmp/aesdsocketdata"
 INIT_SCRIPT = "/etc/init.d/S99aesdsocket"
+SYSLOG = "/var/log/messages"
+# Where connections from the host come from, seen from the guest (the
+# gateway of QEMU's user network)
+HOST_FROM_GUEST = "10.0.2.2"
 HOST_PACKAGES = ["qemu-system-arm", "sshpass", "openssh-client", "netcat-openbsd"]
 
 # Guests started in this run, newest last, for failure reports
@@ -52,6 +60,35 @@ def send_packets(port, data, timeout=30):
             chunks.append(chunk)
 
 
+def sockettest(port, timeout=120):
+    """Run tests/sockettest.sh against 127.0.0.1:port; the completed process
+    (stdout has a "sending string" line per connection it made)."""
+    return subprocess.run(["sh", SOCKETTEST, "-t", "127.0.0.1", "-p", str(port)],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def booted_files(env, timeout=1800):
+    """The files runqemu.sh would give QEMU with this environment (kernel,
+    initramfs, disk), from its --dry-run; which also installs what is
+    missing and builds the fast image when needed (hence the long timeout).
+    Symbolic links are resolved: the files themselves."""
+    r = subprocess.run([RUNQEMU, "--dry-run"], env=env, stdout=subprocess.PIPE,
+                       text=True, timeout=timeout, check=True)
+    words = shlex.split(r.stdout)
+    files = []
+    for option, value in zip(words, words[1:]):
+        if option in ("-kernel", "-initrd"):
+            files.append(value)
+        elif option == "-drive":
+            files.append(dict(o.split("=", 1) for o in value.split(",") if "=" in o)["file"])
+    return [os.path.realpath(f) for f in files]
+
+
 def probe_port(port, timeout):
     """True when aesdsocket in the guest answers a packet on `port` (which
     adds b"probe\\n" to its data file)."""
@@ -64,11 +101,14 @@ def probe_port(port, timeout):
 class Guest:
     """One QEMU run of the image, driven on its serial console."""
 
-    def __init__(self, logdir, name, env_extra=None):
-        self.host_port = free_port()
-        self.ssh_port = free_port()
+    def __init__(self, logdir, name, env_extra=None, args=(), host_port=None,
+                 ssh_port=None):
+        """Ports picked free unless given; args go to runqemu.sh."""
+        self.host_port = host_port or free_port()
+        self.ssh_port = ssh_port or free_port()
         while self.ssh_port == self.host_port:
             self.ssh_port = free_port()
+        self.args = list(args)
         self.logpath = os.path.join(logdir, f"{name}-console.log")
         self.env = dict(os.environ)
         self.env.update({
@@ -101,7 +141,7 @@ class Guest:
         self.load_at_boot = os.getloadavg()[0]
         self.started = time.monotonic()
         self.child = pexpect.spawn(
-            RUNQEMU, env=self.env, encoding="utf-8", codec_errors="replace",
+            RUNQEMU, self.args, env=self.env, encoding="utf-8", codec_errors="replace",
             timeout=timeout, dimensions=(50, 250), logfile=self.logfile)
         deadline = self.started + timeout
         if measure:
@@ -132,6 +172,14 @@ class Guest:
         self.child.expect(pexpect.EOF, timeout=timeout)
         self.child.close()
         return self.child.exitstatus
+
+    def stopped_then_powered_off(self):
+        """True when the console shows the init script's stop, then the
+        kernel powering off (rcK ran before the end)."""
+        log = self.console_log()
+        stop = log.rfind("Stopping aesdsocket: OK")
+        return stop >= 0 and (log.find("reboot: Power down", stop) > stop or
+                              log.find("Requesting system poweroff", stop) > stop)
 
     def kill(self):
         """Stop QEMU if it still runs (it is our child, so by its own pid)."""
@@ -198,6 +246,43 @@ class Guest:
              "root@127.0.0.1", command],
             capture_output=True, timeout=timeout, check=False)
 
+    def connection_log(self):
+        """aesdsocket's syslog lines for connections from the host:
+        (accepted, closed) counts."""
+        out = self.check(f"grep aesdsocket {SYSLOG} || true")
+        return tuple(out.count(f"{what} connection from {HOST_FROM_GUEST}\n")
+                     for what in ("Accepted", "Closed"))
+
+    def wait_connection_log(self, expected, timeout=10):
+        """Wait until connection_log() is at least `expected` (a worker logs
+        the close just after its last answer); return it then."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = self.connection_log()
+            if all(c >= e for c, e in zip(counts, expected)) or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.2)
+
+    def scp_round_trip(self, workdir, legacy, size=256 * 1024):
+        """Copy random bytes to the guest and back with scp (SFTP, or the
+        old protocol with legacy=True); raise AssertionError unless both
+        copies are whole."""
+        kind = "legacy" if legacy else "sftp"
+        payload = os.urandom(size)
+        source = os.path.join(workdir, f"payload-{kind}.bin")
+        back = os.path.join(workdir, f"back-{kind}.bin")
+        remote = f"/tmp/payload-{kind}.bin"
+        with open(source, "wb") as f:
+            f.write(payload)
+        up = self.scp(source, f"guest:{remote}", legacy=legacy)
+        assert up.returncode == 0, up.stderr.decode()
+        digest = hashlib.sha256(payload).hexdigest()
+        assert self.check(f"sha256sum {remote}").split()[0] == digest
+        down = self.scp(f"guest:{remote}", back, legacy=legacy)
+        assert down.returncode == 0, down.stderr.decode()
+        with open(back, "rb") as f:
+            assert f.read() == payload, f"{kind}: the copy back differs"
+
     def scp(self, source, dest, legacy=False, timeout=CMD_TIMEOUT):
         """scp between host and guest; `guest:PATH` names a guest path."""
         def arg(path):
@@ -222,5 +307,3 @@ def ensure_host_packages():
     if missing:
         subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing],
                        check=True)
-
-

@@ -1,16 +1,21 @@
-"""runqemu.sh on a fresh machine, without booting anything: with a PATH that
-has no QEMU, no netcat and no ssh client, and stand-ins for dpkg-query,
-apt-get and qemu-system-aarch64, it must install what it and the hints it
-prints need, and only what is missing."""
+"""runqemu.sh without booting anything, with stand-ins for dpkg-query,
+apt-get and qemu-system-aarch64: on a fresh machine (a PATH with no QEMU, no
+netcat and no ssh client) it must install what it and the hints it prints
+need, and only what is missing; the Buildroot image's disk persists across
+boots in a copy of rootfs.ext4, made again after a rebuild, or is thrown
+away with --snapshot; and rootfs.ext4 itself is never written."""
 
+import hashlib
 import os
+import shlex
 import subprocess
 import time
 
 from qemu_guest import RUNQEMU
 
 # What runqemu.sh itself runs besides the stand-ins
-HOST_TOOLS = ["bash", "cat", "dirname", "find", "grep", "id"]
+HOST_TOOLS = ["bash", "cat", "cp", "dirname", "find", "grep", "id", "mkdir",
+              "mv", "realpath", "sed", "stat"]
 
 # The stand-ins themselves use the real system's tools
 STUB_DPKG_QUERY = """#!/bin/sh
@@ -63,13 +68,25 @@ def fake_machine(tmp_path, preinstalled=()):
     return stubs, out
 
 
-def run(stubs, out):
+def run(stubs, out, *args, **env_extra):
     env = {"PATH": str(stubs), "STUBS": str(stubs), "RECORDER": RECORDER,
            "AESD_IMAGE": "fast",
            "AESD_IMAGE_OUT": str(out), "AESD_HOST_PORT": "19190",
-           "AESD_SSH_PORT": "19122", "HOME": str(stubs.parent)}
-    return subprocess.run([RUNQEMU], env=env, capture_output=True, text=True,
+           "AESD_SSH_PORT": "19122", "HOME": str(stubs.parent), **env_extra}
+    return subprocess.run([RUNQEMU, *args], env=env, capture_output=True, text=True,
                           timeout=60, check=False)
+
+
+def qemu_args(stubs):
+    """The arguments the stand-in QEMU got at its last start, and forget them."""
+    recorded = stubs / ".qemu-system-aarch64.args"
+    args = recorded.read_text().splitlines()
+    recorded.unlink()
+    return args
+
+
+def drive(args):
+    return dict(o.split("=", 1) for o in args[args.index("-drive") + 1].split(","))
 
 
 def apt_calls(stubs):
@@ -116,3 +133,100 @@ def test_a_missing_ssh_client_alone_is_installed(tmp_path):
     installs = [c.split()[1:] for c in apt_calls(stubs) if c.startswith("install")]
     assert [[p for p in c if not p.startswith("-")] for c in installs] == \
         [["openssh-client"]]
+
+
+def buildroot_machine(tmp_path):
+    """A machine with everything installed, a stand-in rootfs.ext4 and
+    where runqemu.sh is to keep the guest's disk."""
+    stubs, out = fake_machine(tmp_path, preinstalled=["netcat-openbsd"])
+    for tool in ("qemu-system-aarch64", "nc", "ssh", "scp"):
+        (stubs / tool).write_text(RECORDER + "\n")
+        (stubs / tool).chmod(0o755)
+    rootfs = tmp_path / "images" / "rootfs.ext2"
+    rootfs.parent.mkdir()
+    rootfs.write_bytes(b"as built" * 1000)
+    # Buildroot's rootfs.ext4 is a link to rootfs.ext2
+    (rootfs.parent / "rootfs.ext4").symlink_to("rootfs.ext2")
+    env = {"AESD_IMAGE": "buildroot", "AESD_ROOTFS": str(rootfs.parent / "rootfs.ext4"),
+           "AESD_DISK": str(tmp_path / "output" / "aesd-disk.ext4")}
+    return stubs, out, env, rootfs
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_buildroot_disk_persists_until_the_image_is_rebuilt(tmp_path):
+    stubs, out, env, rootfs = buildroot_machine(tmp_path)
+    disk = tmp_path / "output" / "aesd-disk.ext4"
+    built = sha256(rootfs)
+
+    r = run(stubs, out, **env)
+    assert r.returncode == 0, r.stderr
+    assert drive(qemu_args(stubs)) == {"file": str(disk), "if": "none", "format": "raw",
+                                       "id": "hd0"}
+    assert disk.read_bytes() == rootfs.read_bytes()
+    assert "persists across boots" in r.stderr
+
+    # what the guest wrote is there at the next boot
+    disk.write_bytes(b"the guest wrote this")
+    r = run(stubs, out, **env)
+    assert r.returncode == 0, r.stderr
+    assert drive(qemu_args(stubs))["file"] == str(disk)
+    assert disk.read_bytes() == b"the guest wrote this"
+    assert sha256(rootfs) == built
+
+    # a rebuild (a new file, as Buildroot's mkfs makes) gives a new disk
+    rootfs.unlink()
+    rootfs.write_bytes(b"rebuilt" * 1000)
+    future = time.time() + 10
+    os.utime(rootfs, (future, future))
+    r = run(stubs, out, **env)
+    assert r.returncode == 0, r.stderr
+    assert "changed since the guest's disk was made" in r.stderr
+    assert drive(qemu_args(stubs))["file"] == str(disk)
+    assert disk.read_bytes() == rootfs.read_bytes()
+
+
+def test_snapshot_boots_the_image_and_keeps_nothing(tmp_path):
+    stubs, out, env, rootfs = buildroot_machine(tmp_path)
+    for how in (["--snapshot"], ["--snapshot", "--"]):
+        r = run(stubs, out, *how, "-s", **env)
+        assert r.returncode == 0, r.stderr
+        args = qemu_args(stubs)
+        assert drive(args)["file"] == env["AESD_ROOTFS"]
+        assert drive(args)["snapshot"] == "on"
+        # what follows the options goes to QEMU
+        assert args[-1] == "-s", args
+    # the environment variable of old does the same
+    r = run(stubs, out, AESD_QEMU_SNAPSHOT="1", **env)
+    assert r.returncode == 0, r.stderr
+    assert drive(qemu_args(stubs))["snapshot"] == "on"
+    # after --, an argument that looks like ours is QEMU's
+    r = run(stubs, out, "--", "--snapshot", **env)
+    assert r.returncode == 0, r.stderr
+    args = qemu_args(stubs)
+    assert "snapshot" not in drive(args) and args[-1] == "--snapshot", args
+    assert not (tmp_path / "output" / "aesd-disk.ext4.tmp").exists()
+
+
+def test_dry_run_prints_the_command_and_starts_nothing(tmp_path):
+    stubs, out, env, rootfs = buildroot_machine(tmp_path)
+    r = run(stubs, out, "--dry-run", "--snapshot", **env)
+    assert r.returncode == 0, r.stderr
+    assert not (stubs / ".qemu-system-aarch64.args").exists()
+    words = shlex.split(r.stdout)
+    assert words[0] == "qemu-system-aarch64"
+    assert drive(words) == {"file": env["AESD_ROOTFS"], "snapshot": "on", "if": "none",
+                            "format": "raw", "id": "hd0"}
+    assert "-nographic" in words and "-kernel" in words
+
+
+def test_help_names_the_flags_and_starts_nothing(tmp_path):
+    stubs, out, env, rootfs = buildroot_machine(tmp_path)
+    r = run(stubs, out, "--help", **env)
+    assert r.returncode == 0, r.stderr
+    for flag in ("--snapshot", "--dry-run", "AESD_QEMU_SNAPSHOT", "AESD_DISK",
+                 "What persists across boots"):
+        assert flag in r.stdout
+    assert not (stubs / ".qemu-system-aarch64.args").exists()

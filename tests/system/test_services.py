@@ -1,7 +1,6 @@
 """The running system, one boot for the whole module: aesdsocket started at
 boot, reachable from the host, ssh/scp, and its init script's lifecycle."""
 
-import hashlib
 import os
 import re
 import shlex
@@ -10,9 +9,8 @@ import subprocess
 
 import pytest
 
-from qemu_guest import DATA_FILE, INIT_SCRIPT, TOP, send_packets, ssh_options
-
-SOCKETTEST = os.path.join(TOP, "tests", "sockettest.sh")
+from qemu_guest import (DATA_FILE, INIT_SCRIPT, send_packets, sockettest,
+                        ssh_options)
 
 
 def aesdsocket_pids(guest):
@@ -79,11 +77,16 @@ def test_clients_are_served_by_the_aesd_user(guest):
 
 def test_sockettest_through_forwarded_port(guest):
     ensure_running_fresh(guest)
-    result = subprocess.run(["sh", SOCKETTEST, "-t", "127.0.0.1", "-p", str(guest.host_port)],
-                            capture_output=True, text=True, timeout=120, check=False)
+    before = guest.connection_log()
+    result = sockettest(guest.host_port)
     assert result.returncode == 0, result.stdout + result.stderr
     # The packets are really in the guest's data file
     assert "abcdefg\nhijklmnop\n" in guest.check(f"head -c 18 {DATA_FILE}")
+    # and syslog has a line for each connection's start and end
+    connections = result.stdout.count("sending string")
+    assert connections >= 5, result.stdout
+    expected = tuple(n + connections for n in before)
+    assert guest.wait_connection_log(expected) == expected
 
 
 def test_ssh_runs_commands(guest):
@@ -94,20 +97,9 @@ def test_ssh_runs_commands(guest):
 
 
 def test_scp_both_ways(guest, tmp_path):
-    payload = os.urandom(256 * 1024)
-    source = tmp_path / "payload.bin"
-    source.write_bytes(payload)
-    digest = hashlib.sha256(payload).hexdigest()
     # Default scp (SFTP protocol, served by sftp-server) and legacy scp -O
     for legacy in (False, True):
-        remote = f"/tmp/payload-{'legacy' if legacy else 'sftp'}.bin"
-        back = tmp_path / f"back-{'legacy' if legacy else 'sftp'}.bin"
-        up = guest.scp(str(source), f"guest:{remote}", legacy=legacy)
-        assert up.returncode == 0, up.stderr.decode()
-        assert guest.check(f"sha256sum {remote}").split()[0] == digest
-        down = guest.scp(f"guest:{remote}", str(back), legacy=legacy)
-        assert down.returncode == 0, down.stderr.decode()
-        assert back.read_bytes() == payload
+        guest.scp_round_trip(str(tmp_path), legacy)
 
 
 def test_init_script_stop_start_restart_status(guest):
