@@ -329,6 +329,14 @@ def server_send_queue(server, client):
     return 0
 
 
+def server_sides(server):
+    """{client port: (rx_queue, inode)} of every connection the server
+    holds, from one reading of the TCP tables."""
+    return {remote: (rx_queue, inode)
+            for local, remote, _, rx_queue, inode in tcp_entries()
+            if local == server.port and remote and inode}
+
+
 def server_side(server, client):
     """(rx_queue, inode) of the server's end of the client's connection."""
     client_port = client.getsockname()[1]
