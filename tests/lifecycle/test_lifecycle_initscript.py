@@ -195,7 +195,7 @@ def test_user_option_serves_clients_unprivileged(target):
     pid = start(target)
     assert exchange(target.port, b"unprivileged\n") == b"unprivileged\n"
     assert children(pid)
-    # A worker forked a moment ago (a new spare) is still root until it
+    # A worker forked a moment ago (a replacement) is still root until it
     # has dropped privileges, before it reports ready: give it that time.
     wait_until(lambda: all(uids(w) == [1000] * 4 for w in children(pid)), 10,
                "every worker to run as aesd")
