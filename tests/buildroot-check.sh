@@ -399,6 +399,121 @@ else
 	sed 's/^/    /' "$TMP/mke2fs.log"
 fi
 
+# --- ./build.sh without network ----------------------------------------------
+# It must stop in seconds, before building anything, and say what is
+# missing and what to do. Run in a network namespace of its own (no
+# network at all), from copies of the project: a git superproject whose
+# submodule is not checked out, and one with a Buildroot tree (symbolic
+# links to the tree under test) but no download directory.
+if [ "$(id -u)" -eq 0 ]; then
+	no_network=(unshare -n)
+else
+	no_network=(unshare -r -n)
+fi
+# offline_build LOG DIR ARGS...: run ./build.sh ARGS in DIR with no network
+# and a home and git configuration of its own, its output in LOG; its exit
+# status, and in $took the seconds it ran
+offline_build() {
+	local log=$1 dir=$2 start=$SECONDS rc=0
+	shift 2
+	(cd "$dir" && env HOME="$TMP/home" GIT_CONFIG_NOSYSTEM=1 \
+		BR2_DL_DIR="$TMP/build-sh-dl" "${no_network[@]}" \
+		timeout 300 ./build.sh "$@") >"$log" 2>&1 || rc=$?
+	took=$((SECONDS - start))
+	return "$rc"
+}
+if ! "${no_network[@]}" true 2>/dev/null; then
+	echo "note: cannot make a network namespace (${no_network[*]}): build.sh offline not checked"
+else
+	mkdir -p "$TMP/home"
+	# (1) The submodule cannot be fetched.
+	super=$TMP/build-sh-super
+	mkdir -p "$super/buildroot"
+	cp "$ROOT/build.sh" "$ROOT/.gitmodules" "$super/"
+	git -C "$super" init -q
+	git -C "$super" update-index --add --cacheinfo \
+		"160000,$(git -C "$BUILDROOT_DIR" rev-parse HEAD),buildroot"
+	url=$(git config -f "$ROOT/.gitmodules" submodule.buildroot.url)
+	if offline_build "$TMP/build-sh-super.log" "$super"; then
+		fail "build.sh without network or submodule succeeded"
+		sed 's/^/    /' "$TMP/build-sh-super.log"
+	else
+		# what it said
+		sed -n '/^error:/,$s/^/    /p' "$TMP/build-sh-super.log"
+		check "build.sh without network or submodule stops in ${took} s (at most 20)" \
+			test "$took" -le 20
+		check "...saying it cannot reach $url" \
+			grep -qF "error: cannot reach $url, where the Buildroot submodule comes from" \
+			"$TMP/build-sh-super.log"
+		check "...and how to use a copy of Buildroot's repository instead" \
+			grep -qF "git config submodule.buildroot.url /path/to/buildroot.git" \
+			"$TMP/build-sh-super.log"
+	fi
+
+	# (2) A Buildroot tree, but nothing to download with and no downloads.
+	copy=$TMP/build-sh-copy
+	mkdir -p "$copy"
+	cp "$ROOT/build.sh" "$copy/"
+	ln -s "$EXTERNAL" "$copy/base_external"
+	/usr/bin/python3 - "$BUILDROOT_DIR" "$copy/buildroot" <<'EOF'
+import os, subprocess, sys
+tree, copy = sys.argv[1:]
+files = subprocess.run(["git", "-C", tree, "ls-files", "-z"], check=True,
+                       capture_output=True).stdout.decode().split("\0")
+for name in filter(None, files):
+    os.makedirs(os.path.join(copy, os.path.dirname(name)), exist_ok=True)
+    os.symlink(os.path.join(tree, name), os.path.join(copy, name))
+EOF
+	if offline_build "$TMP/build-sh-copy.log" "$copy"; then
+		fail "build.sh without network or downloads succeeded"
+		sed 's/^/    /' "$TMP/build-sh-copy.log"
+	else
+		# what it said
+		sed -n '/^error:/,$s/^/    /p' "$TMP/build-sh-copy.log"
+		check "build.sh without network or downloads stops in ${took} s (at most 90)" \
+			test "$took" -le 90
+		check "...before building anything" \
+			test -z "$(find "$copy/buildroot/output/build" -name '.stamp_*' -print -quit)"
+		check "...saying the download site cannot be reached and BR2_DL_DIR is empty" \
+			grep -qF "error: no network: https://sources.buildroot.net cannot be reached, and the download" \
+			"$TMP/build-sh-copy.log"
+		check "...and what to do: connect, or BR2_DL_DIR" \
+			grep -qF "BR2_DL_DIR=/path/to/buildroot-dl ./build.sh" "$TMP/build-sh-copy.log"
+	fi
+
+	# (3) The same, with every archive in the download directory (empty
+	# stand-ins: only their names are checked before building).
+	# (a package built from a local directory is listed as its file:// URL)
+	if make -s --no-print-directory -C "$copy/buildroot" external-deps \
+		>"$TMP/external-deps" 2>&1 &&
+		grep -v / "$TMP/external-deps" >"$TMP/archives"; then
+		mkdir -p "$TMP/build-sh-dl/some-package"
+		(cd "$TMP/build-sh-dl/some-package" && xargs touch <"$TMP/archives")
+		if offline_build "$TMP/build-sh-check.log" "$copy" --check; then
+			check "build.sh --check without network, every archive in BR2_DL_DIR: ready" \
+				grep -qF "No network, but all $(wc -l <"$TMP/archives") source archives are in" \
+				"$TMP/build-sh-check.log"
+		else
+			fail "build.sh --check without network, every archive in BR2_DL_DIR"
+			sed 's/^/    /' "$TMP/build-sh-check.log"
+		fi
+		# one missing: named
+		first=$(head -n 1 "$TMP/archives")
+		rm "$TMP/build-sh-dl/some-package/$first"
+		if offline_build "$TMP/build-sh-one.log" "$copy" --check; then
+			fail "build.sh --check without network succeeded with $first missing"
+		else
+			check "build.sh without network, one archive missing: says so" \
+				grep -qF "cannot be reached, and 1 of the" "$TMP/build-sh-one.log"
+			check "...and names it ($first)" \
+				grep -qxF "         $first" "$TMP/build-sh-one.log"
+		fi
+	else
+		fail "make external-deps in the copy"
+		sed 's/^/    /' "$TMP/external-deps"
+	fi
+fi
+
 # --- Nothing written into the Buildroot tree --------------------------------
 check "the Buildroot tree was not modified" test "$(br_git_status)" = "$status_before"
 
