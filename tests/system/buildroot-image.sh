@@ -71,32 +71,38 @@ elapsed() {
 	printf '%d min %02d s' $(($1 / 60)) $(($1 % 60))
 }
 
-# progress LOG PID: while PID runs, a line for each package Buildroot
-# starts to build (its ">>> PACKAGE VERSION Building" lines in LOG), and at
-# least one a minute: the package, how many have started of how many, the
-# time so far.
+# progress LOG PID: while PID runs, a line as each package starts (the
+# first of Buildroot's ">>> PACKAGE VERSION STEP" lines about it in LOG),
+# and at least one a minute: the package, how many have started of how
+# many, what it is doing, the time so far.
 progress() {
 	local file=$1 pid=$2 start=$SECONDS said=$SECONDS total="" started=0 \
-		names n name
+		steps names n current name step new
 	while kill -0 "$pid" 2>/dev/null; do
 		sleep 5
-		if [ -z "$total" ] && grep -aq '>>> ' "$file"; then
+		steps=$(sed -n 's/\x1b\[[0-9;]*m//g; s/^>>> //p' "$file")
+		if [ -z "$total" ] && [ -n "$steps" ]; then
 			# configured: every package this build makes, host ones too
 			total=$(nice -n 19 make -s --no-print-directory -C "$br" show-info 2>/dev/null |
 				/usr/bin/python3 -c 'import json, sys
 print(sum(p["type"] != "rootfs" for p in json.load(sys.stdin).values()))' 2>/dev/null ||
 				echo "?")
 		fi
-		names=$(sed -n 's/\x1b\[[0-9;]*m//g; s/^>>> \([^ ]*\) .* Building$/\1/p' "$file")
+		names=$(printf '%s\n' "$steps" | awk 'NF && !seen[$1]++ { print $1 }')
 		n=$(printf '%s' "$names" | grep -c .) || true
+		# the last line: "PACKAGE VERSION STEP" (VERSION may be empty)
+		current=$(printf '%s\n' "$steps" | tail -n 1)
+		name=${current%% *}
+		step=${current#* }
+		step=${step#* }
 		if [ "$n" -gt "$started" ]; then
-			for name in $(printf '%s\n' "$names" | tail -n "$((n - started))"); do
+			for new in $(printf '%s\n' "$names" | tail -n "$((n - started))"); do
 				started=$((started + 1))
-				log "[$started/${total:-?}] building $name ($(elapsed $((SECONDS - start))))"
+				log "[$started/${total:-?}] $new ($(elapsed $((SECONDS - start))))"
 			done
 			said=$SECONDS
 		elif [ $((SECONDS - said)) -ge 60 ]; then
-			log "[$started/${total:-?}] still building ${name:-(configuring)} ($(elapsed $((SECONDS - start))))"
+			log "[$started/${total:-?}] ${name:-Buildroot}: ${step:-configuring itself} ($(elapsed $((SECONDS - start))))"
 			said=$SECONDS
 		fi
 	done
