@@ -352,7 +352,7 @@ fi
 # post-image.sh on two root file systems made by mke2fs (the host's) from
 # the same target directory a few seconds apart, as Buildroot makes
 # rootfs.ext2 (BR2_REPRODUCIBLE: every mtime SOURCE_DATE_EPOCH, the
-# defconfig's mkfs options): they differ, by the clock, and after
+# defconfig's size and mkfs options): they differ, by the clock, and after
 # post-image.sh they must not.
 make_rootfs() {
 	local dir=$TMP/post-image/$1
@@ -370,13 +370,17 @@ make_rootfs() {
 		-L "$(config_value BR2_TARGET_ROOTFS_EXT2_LABEL)" \
 		-I "$(sed -n 's/^BR2_TARGET_ROOTFS_EXT2_INODE_SIZE=//p' "$CONFIG")" \
 		$(config_value BR2_TARGET_ROOTFS_EXT2_MKFS_OPTIONS) \
-		"$dir/images/rootfs.ext2" 8M
+		"$dir/images/rootfs.ext2" "$(config_value BR2_TARGET_ROOTFS_EXT2_SIZE)"
 }
 if make_rootfs one >"$TMP/mke2fs.log" 2>&1 && sleep 1.1 &&
 	make_rootfs two >>"$TMP/mke2fs.log" 2>&1; then
 	images=$TMP/post-image
 	if cmp -s "$images/one/images/rootfs.ext2" "$images/two/images/rootfs.ext2"; then
 		fail "mke2fs made the same image twice: the post-image check proves nothing"
+	elif ! PATH="/usr/sbin:/sbin:$PATH" dumpe2fs "$images/one/images/rootfs.ext2" \
+		2>/dev/null | grep -q 'Backup superblock at'; then
+		# (mke2fs writes its times into the backups too)
+		fail "the image has no backup superblock: the post-image check proves less"
 	elif "${board_env[@]}" "$EXTERNAL/board/aesd-qemu/post-image.sh" \
 		"$images/one/images" "$DEFCONFIG" >"$TMP/post-image.log" 2>&1 &&
 		"${board_env[@]}" "$EXTERNAL/board/aesd-qemu/post-image.sh" \

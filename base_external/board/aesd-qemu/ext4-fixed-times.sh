@@ -1,8 +1,9 @@
 #!/bin/sh
 # ext4-fixed-times.sh IMAGE EPOCH: set every time stamp in the ext4 file
 # system IMAGE that depends on when it was made to EPOCH (seconds): the
-# superblock's created, last write and last checked times, and each
-# inode's access, change, modification and creation times where set.
+# superblock's (and its backups') created, last write and last checked
+# times, and each inode's access, change, modification and creation times
+# where set.
 #
 # mke2fs takes the UUID and the directory hash seed from the command line
 # (BR2_TARGET_ROOTFS_EXT2_MKFS_OPTIONS: -U, -E hash_seed=), but stamps the
@@ -80,6 +81,8 @@ debugfs -f "$work/stat" "$image" 2>/dev/null | awk -v epoch="$epoch" '
 	END {
 		printf "set_super_value mkfs_time @%d\n", epoch
 		printf "set_super_value lastcheck @%d\n", epoch
+		# into the backup superblocks too (mke2fs wrote its times there)
+		print "close_filesys -a"
 	}
 ' > "$work/set"
 # debugfs exits 0 whether its commands succeed or not; it reports on
