@@ -150,7 +150,7 @@ else
 	# (a package built from a local directory is listed as its file:// URL)
 	needed=$(make -s --no-print-directory -C buildroot external-deps | grep -v / | sort -u)
 	have=$(find "$dl_dir" -type f -printf '%f\n' 2>/dev/null | sort -u)
-	missing=$(comm -23 <(cat <<<"$needed") <(cat <<<"$have"))
+	missing=$(comm -23 <(printf '%s\n' "$needed") <(printf '%s\n' "$have"))
 	total=$(grep -c . <<<"$needed" || true)
 	if [ -n "$missing" ]; then
 		count=$(grep -c . <<<"$missing")
