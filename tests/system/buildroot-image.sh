@@ -77,10 +77,12 @@ elapsed() {
 # many, what it is doing, the time so far.
 progress() {
 	local file=$1 pid=$2 start=$SECONDS said=$SECONDS total="" started=0 \
-		steps names n current name step new
+		lines steps names n current name step new
 	while kill -0 "$pid" 2>/dev/null; do
 		sleep 5
-		steps=$(sed -n 's/\x1b\[[0-9;]*m//g; s/^>>> //p' "$file")
+		# ">>> PACKAGE VERSION STEP", or ">>>   STEP" for the whole build
+		lines=$(sed -n 's/\x1b\[[0-9;]*m//g; s/^>>> //p' "$file")
+		steps=$(grep -v '^ ' <<<"$lines") || true
 		if [ -z "$total" ] && [ -n "$steps" ]; then
 			# configured: every package this build makes, host ones too
 			total=$(nice -n 19 make -s --no-print-directory -C "$br" show-info 2>/dev/null |
@@ -90,11 +92,19 @@ print(sum(p["type"] != "rootfs" for p in json.load(sys.stdin).values()))' 2>/dev
 		fi
 		names=$(printf '%s\n' "$steps" | awk 'NF && !seen[$1]++ { print $1 }')
 		n=$(printf '%s' "$names" | grep -c .) || true
-		# the last line: "PACKAGE VERSION STEP" (VERSION may be empty)
-		current=$(printf '%s\n' "$steps" | tail -n 1)
-		name=${current%% *}
-		step=${current#* }
-		step=${step#* }
+		# the last line (VERSION may be empty)
+		current=$(printf '%s\n' "$lines" | tail -n 1)
+		case $current in
+		" "*)
+			name=Buildroot
+			step=${current#"${current%%[! ]*}"}
+			;;
+		*)
+			name=${current%% *}
+			step=${current#* }
+			step=${step#* }
+			;;
+		esac
 		if [ "$n" -gt "$started" ]; then
 			for new in $(printf '%s\n' "$names" | tail -n "$((n - started))"); do
 				started=$((started + 1))
