@@ -2,28 +2,107 @@
 # Build the AArch64 QEMU image with Buildroot and our external tree
 # (base_external/). Images end up in buildroot/output/images/.
 #
+#   ./build.sh           check out Buildroot, configure (first run), build
+#   ./build.sh --check   only check that the build can get what it needs
+#
 # Downloads go to BR2_DL_DIR: $HOME/.buildroot-dl unless the environment
 # says otherwise, so a second clone or a rebuild after ./clean.sh
-# downloads nothing.
+# downloads nothing. Before building, the script checks that it can get
+# the Buildroot submodule and the source archives (from the network or
+# from BR2_DL_DIR), and stops at once, saying what to do, if it cannot:
+# Buildroot itself would stop only at its first download.
 set -e
 
 cd "$(dirname "$0")"
 
 EXTERNAL="$PWD/base_external"
 DEFCONFIG=aesd_qemu_defconfig
+# the test aid that builds the image where nothing can be downloaded
+OFFLINE_RECIPE=../shared/br-offline
+# a probe of a download site gives up after this many seconds
+PROBE_TIMEOUT=10
+
+check_only=0
+case "${1:-}" in
+--check) check_only=1 ;;
+"") ;;
+*)
+	echo "usage: $0 [--check]" >&2
+	exit 2
+	;;
+esac
 
 phase() {
 	printf '\n==> %s\n' "$*"
 }
 
+# fail LINE...: print the lines (an argument may hold several) as an
+# error, then exit.
+fail() {
+	printf '%s\n' "$@" | sed -e '1s/^/error: /' -e '2,$s/^./       &/' >&2
+	exit 1
+}
+
+# What to do when the sources cannot be downloaded.
+download_help() {
+	echo "What to do:"
+	echo "  - connect this machine to the internet and run $0 again;"
+	echo "  - or build from a download directory filled on a connected machine"
+	echo "    (by ./build.sh there, or 'make -C buildroot source'):"
+	echo "      BR2_DL_DIR=/path/to/buildroot-dl $0"
+	if [ -x "$OFFLINE_RECIPE/build-offline.sh" ]; then
+		echo "  - or, on this development machine, build with Debian's toolchain"
+		echo "    and sources instead of Buildroot's downloads ($OFFLINE_RECIPE,"
+		echo "    see its NOTES.md):"
+		echo "      ./test.sh buildroot-image"
+	fi
+}
+
+# reachable URL: the host of URL answers (any HTTP answer, even an error,
+# counts; wget says 4 for a network failure, 5 for a TLS one).
+reachable() {
+	local rc=0
+	wget -q --spider -T "$PROBE_TIMEOUT" -t 1 "$1/" >/dev/null 2>&1 || rc=$?
+	[ "$rc" -eq 0 ] || [ "$rc" -eq 8 ]
+}
+
+# --- The Buildroot tree: the pinned submodule ------------------------------
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-	phase "Updating the buildroot submodule"
-	git submodule update --init buildroot
+	pinned=$(git ls-files -s buildroot | awk '{ print $2 }')
+	if ! [ -e buildroot/.git ] ||
+		! git -C buildroot cat-file -e "$pinned^{commit}" 2>/dev/null; then
+		# The pinned commit is not here: git must fetch it.
+		url=$(git config submodule.buildroot.url ||
+			git config -f .gitmodules submodule.buildroot.url)
+		phase "Fetching the buildroot submodule (${pinned:0:10}) from $url"
+		if ! timeout "$PROBE_TIMEOUT" git ls-remote "$url" HEAD >/dev/null 2>&1; then
+			fail "cannot reach $url, where the Buildroot submodule comes from." "" \
+				"What to do:" \
+				"  - connect this machine to the internet and run $0 again;" \
+				"  - or check it out from a copy of Buildroot's git repository:" \
+				"      git config submodule.buildroot.url /path/to/buildroot.git" \
+				"      git submodule update --init buildroot"
+		fi
+	else
+		phase "Updating the buildroot submodule"
+	fi
+	if ! git submodule update --init buildroot; then
+		fail "could not check out the Buildroot submodule at ${pinned:0:10} (git's message above)."
+	fi
 fi
 
 if [ ! -f buildroot/Makefile ]; then
-	echo "error: no Buildroot tree in buildroot/ (not a git clone?)" >&2
-	exit 1
+	fail "no Buildroot tree in buildroot/. It is a git submodule: get the project" \
+		"with 'git clone', or put the Buildroot release it pins into buildroot/."
+fi
+
+# --- The configuration -------------------------------------------------------
+# The offline recipe's configuration (./test.sh buildroot-image) downloads
+# nothing and needs the recipe's own make options.
+if grep -qsx 'BR2_WGET="false"' buildroot/.config; then
+	fail "buildroot/.config cannot download (BR2_WGET=\"false\"): it is the offline" \
+		"recipe's (./test.sh buildroot-image). Run ./clean.sh first to build" \
+		"here with ./build.sh, or go on with ./test.sh buildroot-image."
 fi
 
 if [ ! -f buildroot/.config ]; then
@@ -33,7 +112,64 @@ else
 	phase "Keeping the existing configuration (buildroot/.config)"
 fi
 
-phase "Building (downloads go to ${BR2_DL_DIR:-the BR2_DL_DIR of the configuration})"
+# --- The source archives -----------------------------------------------------
+# value NAME: NAME's value, from Buildroot's printvars output in $vars
+value() {
+	sed -n "s/^$1=//p" <<<"$vars" | sed 's/^"\(.*\)"$/\1/'
+}
+vars=$(make -s --no-print-directory -C buildroot printvars \
+	VARS='DL_DIR BR2_PRIMARY_SITE BR2_BACKUP_SITE')
+dl_dir=$(value DL_DIR)
+sites=()
+for site in "$(value BR2_PRIMARY_SITE)" "$(value BR2_BACKUP_SITE)"; do
+	[ -n "$site" ] && sites+=("$site")
+done
+
+phase "Checking the downloads (BR2_DL_DIR: $dl_dir)"
+command -v wget >/dev/null ||
+	fail "no wget: Buildroot downloads with it (Debian: apt-get install wget)."
+online=
+for site in "${sites[@]}"; do
+	if reachable "$site"; then
+		online=$site
+		break
+	fi
+done
+if [ "${#sites[@]}" -eq 0 ]; then
+	echo "No BR2_PRIMARY_SITE or BR2_BACKUP_SITE to try: not checked."
+elif [ -n "$online" ]; then
+	echo "$online answers: what is not in $dl_dir can be downloaded."
+else
+	# No network: every archive must be in the download directory already.
+	if [ -z "$(find "$dl_dir" -type f -print -quit 2>/dev/null)" ]; then
+		fail "no network: ${sites[*]} cannot be reached, and the download" \
+			"directory $dl_dir (BR2_DL_DIR) is empty or does not exist." \
+			"Buildroot would stop at its first download." "" \
+			"$(download_help)"
+	fi
+	# (a package built from a local directory is listed as its file:// URL)
+	needed=$(make -s --no-print-directory -C buildroot external-deps | grep -v / | sort -u)
+	have=$(find "$dl_dir" -type f -printf '%f\n' 2>/dev/null | sort -u)
+	missing=$(comm -23 <(printf '%s\n' "$needed") <(printf '%s\n' "$have"))
+	total=$(grep -c . <<<"$needed" || true)
+	if [ -n "$missing" ]; then
+		count=$(grep -c . <<<"$missing")
+		fail "no network: ${sites[*]} cannot be reached, and $count of the" \
+			"$total source archives this build needs are not in $dl_dir" \
+			"(BR2_DL_DIR), for example:" \
+			"$(head -n 3 <<<"$missing" | sed 's/^/  /')" \
+			"Buildroot would stop at the first one." "" \
+			"$(download_help)"
+	fi
+	echo "No network, but all $total source archives are in $dl_dir."
+fi
+
+if [ "$check_only" = 1 ]; then
+	phase "Ready to build (--check: not building)"
+	exit 0
+fi
+
+phase "Building (make -C buildroot; downloads go to $dl_dir)"
 make -C buildroot
 
 phase "Done. Images in $PWD/buildroot/output/images:"

@@ -3,12 +3,25 @@
 # back into base_external/configs/aesd_qemu_defconfig, and the kernel
 # configuration (after 'make -C buildroot linux-menuconfig') back into
 # its custom config file when that file is ours.
+#
+#   ./save-config.sh            the configuration in buildroot/.config
+#   O=DIR ./save-config.sh      that of the output directory DIR, as for
+#                               make -C buildroot O=DIR menuconfig
 set -e
+
+# O is relative to where the script was started from
+output=${O:+$(realpath -m "$O")}
 
 cd "$(dirname "$0")"
 
 DEFCONFIG="$PWD/base_external/configs/aesd_qemu_defconfig"
-CONFIG=buildroot/.config
+if [ -n "$output" ]; then
+	CONFIG=$output/.config
+	br_make=(make -C buildroot O="$output")
+else
+	CONFIG=buildroot/.config
+	br_make=(make -C buildroot)
+fi
 
 if [ ! -f "$CONFIG" ]; then
 	echo "error: no $CONFIG: run ./build.sh first" >&2
@@ -17,21 +30,24 @@ fi
 
 # A tree configured by the offline recipe (../shared/br-offline, used by
 # ./test.sh buildroot-image) has its deviations in .config: an external
-# Debian toolchain, another kernel version, no downloads. Saving them would
-# put them into our defconfig.
-if grep -q '^BR2_PACKAGE_OVERRIDE_FILE="..*"' "$CONFIG"; then
-	echo "error: $CONFIG uses a package override file (an offline build?):" >&2
+# Debian toolchain, another kernel version, no downloads, and a package
+# override file of its own (not Buildroot's default, $(CONFIG_DIR)/local.mk).
+# Saving them would put them into our defconfig.
+# shellcheck disable=SC2016 # $(CONFIG_DIR) is Buildroot's, not the shell's
+if grep '^BR2_PACKAGE_OVERRIDE_FILE=' "$CONFIG" |
+	grep -qvxF 'BR2_PACKAGE_OVERRIDE_FILE="$(CONFIG_DIR)/local.mk"'; then
+	echo "error: $CONFIG uses a package override file of its own (an offline build?):" >&2
 	grep '^BR2_PACKAGE_OVERRIDE_FILE=' "$CONFIG" >&2
 	echo "Not saving it. Edit base_external/configs/aesd_qemu_defconfig by hand, or" >&2
 	echo "use an output directory of its own:" >&2
 	echo "  make -C buildroot O=/tmp/aesd-config BR2_EXTERNAL=$PWD/base_external aesd_qemu_defconfig" >&2
 	echo "  make -C buildroot O=/tmp/aesd-config menuconfig" >&2
-	echo "  make -C buildroot O=/tmp/aesd-config savedefconfig BR2_DEFCONFIG=$DEFCONFIG" >&2
+	echo "  O=/tmp/aesd-config ./save-config.sh" >&2
 	exit 1
 fi
 
 echo "==> Saving the Buildroot configuration to $DEFCONFIG"
-make -C buildroot savedefconfig BR2_DEFCONFIG="$DEFCONFIG"
+"${br_make[@]}" savedefconfig BR2_DEFCONFIG="$DEFCONFIG"
 
 # The kernel configuration can only be saved when it comes from a custom
 # config file (not from an in-kernel defconfig) and the kernel of this
@@ -49,7 +65,7 @@ while IFS='=' read -r name value; do
 	LINUX_KCONFIG_FILE) kconfig_file=$value ;;
 	LINUX_DIR) linux_dir=$value ;;
 	esac
-done < <(make -s --no-print-directory -C buildroot printvars \
+done < <("${br_make[@]}" -s --no-print-directory printvars \
 		VARS='LINUX_KCONFIG_FILE LINUX_DIR')
 
 if [ -z "$kconfig_file" ] || [ -z "$linux_dir" ]; then
@@ -83,4 +99,4 @@ case "$kconfig_file" in
 esac
 
 echo "==> Saving the kernel configuration to $kconfig_file"
-make -C buildroot linux-update-defconfig
+"${br_make[@]}" linux-update-defconfig

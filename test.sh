@@ -78,6 +78,9 @@ stage_lifecycle() {
 	"${PYTEST[@]}" tests/lifecycle
 }
 
+# The external tree against the pinned Buildroot without building the
+# image: check-package, the defconfig round trip through save-config.sh,
+# the package's Buildroot steps, the board scripts, build.sh without network.
 stage_buildroot() {
 	bash tests/buildroot-check.sh
 }
@@ -103,7 +106,9 @@ stage_full_test() {
 
 # Not in the default list: a clean Buildroot build takes tens of minutes.
 # Builds the Buildroot image with ../shared/br-offline (or prints SKIP:),
-# then runs the system suite on it.
+# a line per package as it starts (Buildroot's output goes to
+# buildroot/output/aesd-*.log), checks that two package rebuilds give the
+# same bytes, then runs the system suite on it.
 stage_buildroot_image() {
 	bash tests/system/buildroot-image.sh
 }

@@ -79,26 +79,67 @@ else
 	pass "no kconfig warnings while loading the defconfig"
 fi
 
+# What ./save-config.sh writes, from a copy of the project (its own
+# base_external/ to write to, the Buildroot tree under test).
 CONFIG=$OUT/.config
-if [ -f "$CONFIG" ] &&
-	br_make savedefconfig BR2_DEFCONFIG="$TMP/saved_defconfig" >"$TMP/save.log" 2>&1; then
-	if diff -u "$DEFCONFIG" "$TMP/saved_defconfig"; then
-		pass "savedefconfig reproduces base_external/configs/aesd_qemu_defconfig"
+project=$TMP/project
+mkdir -p "$project"
+cp "$ROOT/save-config.sh" "$project/"
+cp -a "$EXTERNAL" "$project/base_external"
+ln -s "$BUILDROOT_DIR" "$project/buildroot"
+if [ -f "$CONFIG" ] && O="$OUT" "$project/save-config.sh" >"$TMP/save.log" 2>&1; then
+	if diff -u "$DEFCONFIG" "$project/base_external/configs/aesd_qemu_defconfig"; then
+		pass "./save-config.sh (make savedefconfig) gives our defconfig back unchanged"
 	else
-		fail "savedefconfig differs from our defconfig (diff above: - ours, + Buildroot's)"
+		fail "./save-config.sh changed our defconfig (diff above: - ours, + saved)"
 	fi
 else
-	fail "make savedefconfig"
+	fail "O=... ./save-config.sh"
 	cat "$TMP/save.log"
 fi
+# ...and refuses a configuration with an override file of its own (as the
+# offline recipe's), whose deviations it would save.
+cp "$CONFIG" "$TMP/config.saved"
+sed -i 's|^BR2_PACKAGE_OVERRIDE_FILE=.*|BR2_PACKAGE_OVERRIDE_FILE="/elsewhere/local.mk"|' "$CONFIG"
+cp "$DEFCONFIG" "$project/base_external/configs/aesd_qemu_defconfig"
+if O="$OUT" "$project/save-config.sh" >"$TMP/save-refused.log" 2>&1; then
+	fail "./save-config.sh saved a configuration with its own override file"
+else
+	check "./save-config.sh refuses a configuration with its own override file" \
+		cmp -s "$DEFCONFIG" "$project/base_external/configs/aesd_qemu_defconfig"
+fi
+cp "$TMP/config.saved" "$CONFIG"
 
-# Derived from the release's defconfig: every line of it is in ours.
-missing=$(grep -vxF -f "$DEFCONFIG" "$BUILDROOT_DIR/configs/$UPSTREAM_DEFCONFIG" || true)
+# Derived from the release's defconfig: every line of it is in ours, but
+# for lists of scripts (BR2_ROOTFS_POST_IMAGE_SCRIPT...), to which ours add
+# their own: there, every script of the release's is in our list.
+# script_list NAME FILE: the scripts NAME="..." lists in FILE, one a line
+script_list() {
+	sed -n "s/^$1=\"\(.*\)\"$/\1/p" "$2" | tr -s ' ' '\n'
+}
+upstream=$BUILDROOT_DIR/configs/$UPSTREAM_DEFCONFIG
+mapfile -t upstream_lines < "$upstream"
+missing=
+for line in "${upstream_lines[@]}"; do
+	name=${line%%=*}
+	case $name in
+	BR2_ROOTFS_*_SCRIPT)
+		if grep -vxF -f <(script_list "$name" "$DEFCONFIG") \
+			<(script_list "$name" "$upstream") \
+			>/dev/null; then
+			missing+="$line"$'\n'
+		fi
+		;;
+	*)
+		grep -qxF "$line" "$DEFCONFIG" || missing+="$line"$'\n'
+		;;
+	esac
+done
 if [ -z "$missing" ]; then
 	pass "every line of $UPSTREAM_DEFCONFIG is in our defconfig"
 else
 	fail "lines of $UPSTREAM_DEFCONFIG missing from our defconfig:"
-	printf '    %s\n' "$missing"
+	printf '%s' "$missing" | sed 's/^/    /'
 fi
 
 # --- (c) the expanded .config ------------------------------------------------
@@ -121,6 +162,22 @@ check '.config has BR2_DL_DIR="$(HOME)/.buildroot-dl"' \
 	grep -qxF 'BR2_DL_DIR="$(HOME)/.buildroot-dl"' "$CONFIG"
 check ".config has BR2_INIT_BUSYBOX=y (S99aesdsocket is the start script)" \
 	grep -qx 'BR2_INIT_BUSYBOX=y' "$CONFIG"
+
+# --- The external tree: packages in external.mk, the rest in board/ -------
+# A Buildroot external.mk includes the packages' .mk files and nothing
+# else; what is particular to the image is done by the board's post-build
+# and post-image scripts, named in the defconfig.
+check "external.mk only includes the packages' .mk files" \
+	test -z "$(grep -v -e '^include ' -e '^#' -e '^$' "$EXTERNAL/external.mk")"
+# shellcheck disable=SC2016 # $(BR2_EXTERNAL_AESD_PATH) is Buildroot's
+for script in 'BR2_ROOTFS_POST_BUILD_SCRIPT="$(BR2_EXTERNAL_AESD_PATH)/board/aesd-qemu/post-build.sh"' \
+	'BR2_ROOTFS_POST_IMAGE_SCRIPT="board/qemu/post-image.sh $(BR2_EXTERNAL_AESD_PATH)/board/aesd-qemu/post-image.sh"'; do
+	check ".config has $script" grep -qxF "$script" "$CONFIG"
+done
+for script in post-build.sh post-image.sh ext4-fixed-times.sh; do
+	check "board/aesd-qemu/$script is executable" \
+		test -x "$EXTERNAL/board/aesd-qemu/$script"
+done
 
 # --- (b) utils/check-package on every file we own ---------------------------
 # check-package's shebang finds "python3" on PATH; use the system one, which
@@ -253,6 +310,212 @@ else
 		test -f "$target/etc/default/aesdsocket"
 	check "no systemd units with BusyBox init" \
 		test ! -e "$target/usr/lib/systemd/system/aesdsocket.service"
+fi
+
+# --- The board scripts, as Buildroot runs them -------------------------------
+# config_value NAME: NAME's string value in the loaded configuration
+config_value() {
+	sed -n "s/^$1=\"\\(.*\\)\"$/\\1/p" "$CONFIG"
+}
+# Buildroot's environment for the scripts: the configuration, the host
+# tools (here the host's own e2fsprogs), SOURCE_DATE_EPOCH
+epoch=1700000000
+board_env=(env BR2_CONFIG="$CONFIG" SOURCE_DATE_EPOCH="$epoch"
+	PATH="/usr/sbin:/sbin:$PATH")
+
+# post-build.sh hashes the root password with a fixed salt; a stand-in for
+# host-mkpasswd shows how it was called.
+pb=$TMP/post-build
+mkdir -p "$pb/target/etc" "$pb/host/bin"
+# shellcheck disable=SC2016 # a hash, not an expansion
+printf 'root:$5$random$salted:19000:0:99999:7:::\ndaemon:*:::::::\n' >"$pb/target/etc/shadow"
+cat >"$pb/host/bin/mkpasswd" <<EOF
+#!/bin/sh
+echo "\$*" > "$pb/args"
+echo '\$5\$aesdreproducible\$hash'
+EOF
+chmod +x "$pb/host/bin/mkpasswd"
+if "${board_env[@]}" HOST_DIR="$pb/host" "$EXTERNAL/board/aesd-qemu/post-build.sh" \
+	"$pb/target" "$DEFCONFIG" >"$TMP/post-build.log" 2>&1; then
+	want="-m $(config_value BR2_TARGET_GENERIC_PASSWD_METHOD) -S aesdreproducible $(config_value BR2_TARGET_GENERIC_ROOT_PASSWD)"
+	check "post-build.sh runs mkpasswd $want" \
+		test "$(cat "$pb/args" 2>/dev/null)" = "$want"
+	# shellcheck disable=SC2016 # a hash, not an expansion
+	check "post-build.sh puts its hash into /etc/shadow, and only for root" \
+		test "$(cat "$pb/target/etc/shadow")" = \
+		"$(printf 'root:$5$aesdreproducible$hash:19000:0:99999:7:::\ndaemon:*:::::::')"
+else
+	fail "post-build.sh"
+	sed 's/^/    /' "$TMP/post-build.log"
+fi
+
+# post-image.sh on two root file systems made by mke2fs (the host's) from
+# the same target directory a few seconds apart, as Buildroot makes
+# rootfs.ext2 (BR2_REPRODUCIBLE: every mtime SOURCE_DATE_EPOCH, the
+# defconfig's size and mkfs options): they differ, by the clock, and after
+# post-image.sh they must not.
+make_rootfs() {
+	local dir=$TMP/post-image/$1
+	rm -rf "$dir"
+	mkdir -p "$dir/images" "$dir/target/etc/init.d" "$dir/target/usr/bin" "$dir/target/tmp"
+	echo 'root:x:0:0:root:/root:/bin/sh' >"$dir/target/etc/passwd"
+	cp "$INIT_SCRIPT" "$dir/target/etc/init.d/S99aesdsocket"
+	cp /bin/true "$dir/target/usr/bin/true"
+	ln -s true "$dir/target/usr/bin/false"
+	find "$dir/target" -print0 | xargs -0 touch -hd "@$epoch"
+	# shellcheck disable=SC2046 # the defconfig's options, one word each
+	PATH="/usr/sbin:/sbin:$PATH" mke2fs -q -t ext4 -d "$dir/target" \
+		-N "$(sed -n 's/^BR2_TARGET_ROOTFS_EXT2_INODES=//p' "$CONFIG")" \
+		-m "$(sed -n 's/^BR2_TARGET_ROOTFS_EXT2_RESBLKS=//p' "$CONFIG")" \
+		-L "$(config_value BR2_TARGET_ROOTFS_EXT2_LABEL)" \
+		-I "$(sed -n 's/^BR2_TARGET_ROOTFS_EXT2_INODE_SIZE=//p' "$CONFIG")" \
+		$(config_value BR2_TARGET_ROOTFS_EXT2_MKFS_OPTIONS) \
+		"$dir/images/rootfs.ext2" "$(config_value BR2_TARGET_ROOTFS_EXT2_SIZE)"
+}
+if make_rootfs one >"$TMP/mke2fs.log" 2>&1 && sleep 1.1 &&
+	make_rootfs two >>"$TMP/mke2fs.log" 2>&1; then
+	images=$TMP/post-image
+	if cmp -s "$images/one/images/rootfs.ext2" "$images/two/images/rootfs.ext2"; then
+		fail "mke2fs made the same image twice: the post-image check proves nothing"
+	elif ! PATH="/usr/sbin:/sbin:$PATH" dumpe2fs "$images/one/images/rootfs.ext2" \
+		2>/dev/null | grep -q 'Backup superblock at'; then
+		# (mke2fs writes its times into the backups too)
+		fail "the image has no backup superblock: the post-image check proves less"
+	elif "${board_env[@]}" "$EXTERNAL/board/aesd-qemu/post-image.sh" \
+		"$images/one/images" "$DEFCONFIG" >"$TMP/post-image.log" 2>&1 &&
+		"${board_env[@]}" "$EXTERNAL/board/aesd-qemu/post-image.sh" \
+		"$images/two/images" "$DEFCONFIG" >>"$TMP/post-image.log" 2>&1; then
+		check "post-image.sh makes two rootfs.ext2 made seconds apart identical" \
+			cmp "$images/one/images/rootfs.ext2" "$images/two/images/rootfs.ext2"
+		if env PATH="/usr/sbin:/sbin:$PATH" e2fsck -fn "$images/one/images/rootfs.ext2" \
+			>"$TMP/e2fsck.log" 2>&1; then
+			pass "post-image.sh leaves a clean file system (e2fsck -fn)"
+		else
+			fail "post-image.sh leaves a clean file system (e2fsck -fn)"
+			sed 's/^/    /' "$TMP/e2fsck.log"
+		fi
+	else
+		fail "post-image.sh"
+		sed 's/^/    /' "$TMP/post-image.log"
+	fi
+else
+	fail "mke2fs -d (the host's, as Buildroot's rootfs-ext2)"
+	sed 's/^/    /' "$TMP/mke2fs.log"
+fi
+
+# --- ./build.sh without network ----------------------------------------------
+# It must stop in seconds, before building anything, and say what is
+# missing and what to do. Run in a network namespace of its own (no
+# network at all), from copies of the project: a git superproject whose
+# submodule is not checked out, and one with a Buildroot tree (symbolic
+# links to the tree under test) but no download directory.
+if [ "$(id -u)" -eq 0 ]; then
+	no_network=(unshare -n)
+else
+	no_network=(unshare -r -n)
+fi
+# offline_build LOG DIR ARGS...: run ./build.sh ARGS in DIR with no network
+# and a home and git configuration of its own, its output in LOG; its exit
+# status, and in $took the seconds it ran
+offline_build() {
+	local log=$1 dir=$2 start=$SECONDS rc=0
+	shift 2
+	(cd "$dir" && env HOME="$TMP/home" GIT_CONFIG_NOSYSTEM=1 \
+		BR2_DL_DIR="$TMP/build-sh-dl" "${no_network[@]}" \
+		timeout 300 ./build.sh "$@") >"$log" 2>&1 || rc=$?
+	took=$((SECONDS - start))
+	return "$rc"
+}
+if ! "${no_network[@]}" true 2>/dev/null; then
+	echo "note: cannot make a network namespace (${no_network[*]}): build.sh offline not checked"
+else
+	mkdir -p "$TMP/home"
+	# (1) The submodule cannot be fetched.
+	super=$TMP/build-sh-super
+	mkdir -p "$super/buildroot"
+	cp "$ROOT/build.sh" "$ROOT/.gitmodules" "$super/"
+	git -C "$super" init -q
+	git -C "$super" update-index --add --cacheinfo \
+		"160000,$(git -C "$BUILDROOT_DIR" rev-parse HEAD),buildroot"
+	url=$(git config -f "$ROOT/.gitmodules" submodule.buildroot.url)
+	if offline_build "$TMP/build-sh-super.log" "$super"; then
+		fail "build.sh without network or submodule succeeded"
+		sed 's/^/    /' "$TMP/build-sh-super.log"
+	else
+		# what it said
+		sed -n '/^error:/,$s/^/    /p' "$TMP/build-sh-super.log"
+		check "build.sh without network or submodule stops in ${took} s (at most 20)" \
+			test "$took" -le 20
+		check "...saying it cannot reach $url" \
+			grep -qF "error: cannot reach $url, where the Buildroot submodule comes from" \
+			"$TMP/build-sh-super.log"
+		check "...and how to use a copy of Buildroot's repository instead" \
+			grep -qF "git config submodule.buildroot.url /path/to/buildroot.git" \
+			"$TMP/build-sh-super.log"
+	fi
+
+	# (2) A Buildroot tree, but nothing to download with and no downloads.
+	copy=$TMP/build-sh-copy
+	mkdir -p "$copy"
+	cp "$ROOT/build.sh" "$copy/"
+	ln -s "$EXTERNAL" "$copy/base_external"
+	/usr/bin/python3 - "$BUILDROOT_DIR" "$copy/buildroot" <<'EOF'
+import os, subprocess, sys
+tree, copy = sys.argv[1:]
+files = subprocess.run(["git", "-C", tree, "ls-files", "-z"], check=True,
+                       capture_output=True).stdout.decode().split("\0")
+for name in filter(None, files):
+    os.makedirs(os.path.join(copy, os.path.dirname(name)), exist_ok=True)
+    os.symlink(os.path.join(tree, name), os.path.join(copy, name))
+EOF
+	if offline_build "$TMP/build-sh-copy.log" "$copy"; then
+		fail "build.sh without network or downloads succeeded"
+		sed 's/^/    /' "$TMP/build-sh-copy.log"
+	else
+		# what it said
+		sed -n '/^error:/,$s/^/    /p' "$TMP/build-sh-copy.log"
+		check "build.sh without network or downloads stops in ${took} s (at most 90)" \
+			test "$took" -le 90
+		check "...before building anything" \
+			test -z "$(find "$copy/buildroot/output/build" -name '.stamp_*' -print -quit)"
+		check "...saying the download site cannot be reached and BR2_DL_DIR is empty" \
+			grep -qF "error: no network: https://sources.buildroot.net cannot be reached, and the download" \
+			"$TMP/build-sh-copy.log"
+		check "...and what to do: connect, or BR2_DL_DIR" \
+			grep -qF "BR2_DL_DIR=/path/to/buildroot-dl ./build.sh" "$TMP/build-sh-copy.log"
+	fi
+
+	# (3) The same, with every archive in the download directory (empty
+	# stand-ins: only their names are checked before building).
+	# (a package built from a local directory is listed as its file:// URL)
+	if make -s --no-print-directory -C "$copy/buildroot" external-deps \
+		>"$TMP/external-deps" 2>&1 &&
+		grep -v / "$TMP/external-deps" >"$TMP/archives"; then
+		mkdir -p "$TMP/build-sh-dl/some-package"
+		(cd "$TMP/build-sh-dl/some-package" && xargs touch <"$TMP/archives")
+		if offline_build "$TMP/build-sh-check.log" "$copy" --check; then
+			check "build.sh --check without network, every archive in BR2_DL_DIR: ready" \
+				grep -qF "No network, but all $(wc -l <"$TMP/archives") source archives are in" \
+				"$TMP/build-sh-check.log"
+		else
+			fail "build.sh --check without network, every archive in BR2_DL_DIR"
+			sed 's/^/    /' "$TMP/build-sh-check.log"
+		fi
+		# one missing: named
+		first=$(head -n 1 "$TMP/archives")
+		rm "$TMP/build-sh-dl/some-package/$first"
+		if offline_build "$TMP/build-sh-one.log" "$copy" --check; then
+			fail "build.sh --check without network succeeded with $first missing"
+		else
+			check "build.sh without network, one archive missing: says so" \
+				grep -qF "cannot be reached, and 1 of the" "$TMP/build-sh-one.log"
+			check "...and names it ($first)" \
+				grep -qxF "         $first" "$TMP/build-sh-one.log"
+		fi
+	else
+		fail "make external-deps in the copy"
+		sed 's/^/    /' "$TMP/external-deps"
+	fi
 fi
 
 # --- Nothing written into the Buildroot tree --------------------------------

@@ -66,12 +66,69 @@ config_id() {
 	} | sha256sum | cut -d' ' -f1
 }
 
+# elapsed SECONDS: "12 min 05 s"
+elapsed() {
+	printf '%d min %02d s' $(($1 / 60)) $(($1 % 60))
+}
+
+# progress LOG PID: while PID runs, a line as each package starts (the
+# first of Buildroot's ">>> PACKAGE VERSION STEP" lines about it in LOG),
+# and at least one a minute: the package, how many have started of how
+# many, what it is doing, the time so far.
+progress() {
+	local file=$1 pid=$2 start=$SECONDS said=$SECONDS total="" started=0 \
+		lines steps names n current name step new
+	while kill -0 "$pid" 2>/dev/null; do
+		sleep 5
+		# ">>> PACKAGE VERSION STEP", or ">>>   STEP" for the whole build
+		lines=$(sed -n 's/\x1b\[[0-9;]*m//g; s/^>>> //p' "$file")
+		steps=$(grep -v '^ ' <<<"$lines") || true
+		if [ -z "$total" ] && [ -n "$steps" ]; then
+			# configured: every package this build makes, host ones too
+			total=$(nice -n 19 make -s --no-print-directory -C "$br" show-info 2>/dev/null |
+				/usr/bin/python3 -c 'import json, sys
+print(sum(p["type"] != "rootfs" for p in json.load(sys.stdin).values()))' 2>/dev/null ||
+				echo "?")
+		fi
+		names=$(printf '%s\n' "$steps" | awk 'NF && !seen[$1]++ { print $1 }')
+		n=$(printf '%s' "$names" | grep -c .) || true
+		# the last line (VERSION may be empty)
+		current=$(printf '%s\n' "$lines" | tail -n 1)
+		case $current in
+		" "*)
+			name=Buildroot
+			step=${current#"${current%%[! ]*}"}
+			;;
+		*)
+			name=${current%% *}
+			step=${current#* }
+			step=${step#* }
+			;;
+		esac
+		if [ "$n" -gt "$started" ]; then
+			for new in $(printf '%s\n' "$names" | tail -n "$((n - started))"); do
+				started=$((started + 1))
+				log "[$started/${total:-?}] $new ($(elapsed $((SECONDS - start))))"
+			done
+			said=$SECONDS
+		elif [ $((SECONDS - said)) -ge 60 ]; then
+			log "[$started/${total:-?}] ${name:-Buildroot}: ${step:-configuring itself} ($(elapsed $((SECONDS - start))))"
+			said=$SECONDS
+		fi
+	done
+}
+
 # offline NAME RECONFIGURE [MAKE_ARGS]: run the recipe's build, its output
-# in buildroot/output/aesd-NAME.log
+# in buildroot/output/aesd-NAME.log; with PROGRESS=1, report progress
 offline() {
-	local rc=0 log=$br/output/aesd-$1.log
+	local rc=0 log=$br/output/aesd-$1.log pid
 	BUILD_LOG=/dev/null RECONFIGURE=$2 MAKE_ARGS=${3:-} \
-		"$recipe/build-offline.sh" "$top" > "$log" 2>&1 || rc=$?
+		"$recipe/build-offline.sh" "$top" > "$log" 2>&1 &
+	pid=$!
+	if [ "${PROGRESS:-0}" = 1 ]; then
+		progress "$log" "$pid"
+	fi
+	wait "$pid" || rc=$?
 	if [ "$rc" -ne 0 ]; then
 		tail -n 40 "$log" >&2
 		echo "buildroot-image: the $1 build failed (log: $log)" >&2
@@ -87,8 +144,9 @@ if ! [ -f "$images/rootfs.ext4" ] || ! [ -f "$images/Image" ] ||
 		nice -n 19 make -s -C "$br" clean
 	fi
 	mkdir -p "$br/output"
+	log "Buildroot's output goes to $br/output/aesd-clean.log"
 	start=$SECONDS
-	offline clean 1
+	PROGRESS=1 offline clean 1
 	log "clean build: $((SECONDS - start)) s"
 	config_id > "$stamp"
 fi
@@ -107,7 +165,14 @@ offline rebuild-again 0 "aesd-assignments-rebuild all"
 log "package-only rebuild (aesd-assignments and the root file system): $((SECONDS - start)) s"
 rebuilt=$(find "$br/output/build" -mindepth 2 -maxdepth 2 -name .stamp_built \
 	-newer "$marker" -printf '%h\n' | xargs -r -n1 basename | sort)
-if [ "$rebuilt" != "aesd-assignments-1.0" ]; then
+# the package's build directory, aesd-assignments-<its version>
+package_dir=$(make -s --no-print-directory -C "$br" printvars VARS=AESD_ASSIGNMENTS_DIR |
+	sed -n 's/^AESD_ASSIGNMENTS_DIR=//p')
+if [ -z "$package_dir" ]; then
+	echo "buildroot-image: Buildroot did not report AESD_ASSIGNMENTS_DIR" >&2
+	exit 1
+fi
+if [ "$rebuilt" != "$(basename "$package_dir")" ]; then
 	echo "buildroot-image: the package rebuild rebuilt more than aesd-assignments:" >&2
 	echo "$rebuilt" >&2
 	exit 1

@@ -4,7 +4,10 @@
 #
 ################################################################################
 
-AESD_ASSIGNMENTS_VERSION = 1.0
+# The server's own version: AESD_VERSION in server/src/options.h, which
+# "aesdsocket --version" prints and server/aesdsocket.8 states
+# (tests/lifecycle/test_version.py checks that the three agree).
+AESD_ASSIGNMENTS_VERSION = 1.0.0
 AESD_ASSIGNMENTS_SITE = $(BR2_EXTERNAL_AESD_PATH)/../server
 AESD_ASSIGNMENTS_SITE_METHOD = local
 AESD_ASSIGNMENTS_LICENSE = MIT
