@@ -7,8 +7,11 @@ for real.  Environment:
   AESDSOCKET_WRAPPER  command prefix, e.g. a valgrind invocation
   AESD_TIME_SCALE     multiplier for every timeout (valgrind is slow)
 """
+import contextlib
 import os
 import re
+import resource
+import select
 import shlex
 import signal
 import socket
@@ -582,3 +585,53 @@ def worker_count(server):
     found = re.search(r"Serving on port .* with (\d+) workers", server.log())
     assert found, server.log()
     return int(found.group(1))
+
+
+def raise_nofile(wanted):
+    """Raises this process's descriptor limit towards wanted (for tests
+    that open many client sockets)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+
+def closed_by_peer(sock):
+    """True if the server has closed this (otherwise silent) connection."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except ConnectionResetError:
+        return True
+
+
+@contextlib.contextmanager
+def strace_injecting(pid, log_path, *options):
+    """strace attached to pid with options (-e trace=..., -e inject=...):
+    the body runs once it has attached; afterwards strace is gone (it
+    detaches if the process still lives)."""
+    tracer = subprocess.Popen(["strace", "-p", str(pid), "-o", str(log_path),
+                               *options],
+                              stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        attached = tracer.stderr.readline()
+        assert "attached" in attached, attached
+        yield tracer
+    finally:
+        if tracer.poll() is None:
+            tracer.terminate()      # detaches; the process carries on
+            try:
+                tracer.wait(timeout=scaled(10))
+            except subprocess.TimeoutExpired:
+                tracer.kill()
+                tracer.wait()
+        tracer.stderr.close()
+
+
+# strace options: the worker's next ftruncate() (cutting back a failed
+# write) kills it instead, so it dies with torn bytes in the file.
+KILL_AT_FTRUNCATE = ("-e", "trace=ftruncate",
+                     "-e", "inject=ftruncate:error=EIO:signal=SIGKILL")

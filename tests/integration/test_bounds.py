@@ -11,8 +11,6 @@ Each test says whether it fails on the issue-9 server (main at 3f2cd91,
 AESDSOCKET=/path/to/it) or under which mutation of today's server.
 """
 import re
-import resource
-import select
 import socket
 import struct
 import subprocess
@@ -21,19 +19,12 @@ import time
 
 import pytest
 
-from server_harness import (UNDER_SANITIZER, UNDER_VALGRIND, log_lines,
-                            read_bytes, recv_exactly, scaled, server_side,
-                            server_sides,
-                            tree_pss_kib, wait_server_read_everything,
-                            wait_until)
+from server_harness import (UNDER_SANITIZER, UNDER_VALGRIND, closed_by_peer,
+                            log_lines, raise_nofile, read_bytes, recv_exactly,
+                            scaled, server_side, server_sides, tree_pss_kib,
+                            wait_server_read_everything, wait_until)
 
 MiB = 1 << 20
-
-
-def raise_nofile(wanted):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
 
 def answer_time(server, packet, before, limit):
@@ -89,17 +80,6 @@ def read_or_dropped(server, sock):
     """The server has read all this client sent, or closed it."""
     side = server_side(server, sock)
     return side is None or side[0] == 0
-
-
-def closed_by_peer(sock):
-    """True if the server has closed this (otherwise silent) connection."""
-    readable, _, _ = select.select([sock], [], [], 0)
-    if not readable:
-        return False
-    try:
-        return sock.recv(1, socket.MSG_PEEK) == b""
-    except ConnectionResetError:
-        return True
 
 
 # ---------------------------------------------------------- slow clients

@@ -10,7 +10,6 @@ reported a sanitizer or valgrind error (see no_memory_errors in conftest).
 import errno
 import os
 import pwd
-import resource
 import shutil
 import signal
 import socket
@@ -21,13 +20,13 @@ import time
 
 import pytest
 
-from server_harness import (TORN_APPEND_CUT_BACK, UNDER_VALGRIND,
-                            assert_closed_by_server, assert_served,
-                            connect_on, expect_start_failure,
-                            file_size_limit, grow_file,
-                            pid_alive, proc_exists, read_bytes, recv_exactly,
+from server_harness import (KILL_AT_FTRUNCATE, TORN_APPEND_CUT_BACK,
+                            UNDER_VALGRIND, assert_closed_by_server,
+                            assert_served, connect_on, expect_start_failure,
+                            file_size_limit, grow_file, pid_alive, proc_exists,
+                            raise_nofile, read_bytes, recv_exactly,
                             recv_until_suffix, rst_close, scaled, send_packet,
-                            status_field, tcp_entries,
+                            status_field, strace_injecting, tcp_entries,
                             wait_server_read_everything, wait_until,
                             wait_workers, worker_count, worker_serving,
                             wrapper_log_dir_is_private)
@@ -295,26 +294,14 @@ def test_append_torn_by_a_killed_worker_is_cut_back(make_server, tmp_path):
     worker = worker_serving(server, doomed)
     # The packet crosses RLIMIT_FSIZE: write() stores part of it, the next
     # write() fails, and the worker is killed as it calls ftruncate().
-    tracer = subprocess.Popen(
-        ["strace", "-p", str(worker), "-o", str(tmp_path / "strace.out"),
-         "-e", "trace=ftruncate",
-         "-e", "inject=ftruncate:error=EIO:signal=SIGKILL"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
-    try:
-        attached = tracer.stderr.readline()
-        assert "attached" in attached, attached
+    with strace_injecting(worker, tmp_path / "strace.out",
+                          *KILL_AT_FTRUNCATE) as tracer:
         doomed.sendall(b"T" * (limit - 1) + b"\n")
         assert_closed_by_server(doomed)
         wait_until(lambda: not proc_exists(worker), scaled(10),
                    what="the traced worker to die")
         assert tracer.wait(timeout=scaled(10)) is not None
-    finally:
-        if tracer.poll() is None:
-            tracer.kill()
-            tracer.wait()
-        tracer.stderr.close()
-        doomed.close()
+    doomed.close()
     server.wait_log(rf"Worker {worker} killed by signal 9")
     # the torn bytes are really there: the scenario happened
     assert os.path.getsize(server.data_file) == limit
@@ -338,23 +325,15 @@ def test_eio_on_append_leaves_file_unchanged(make_server, tmp_path):
     wait_server_read_everything(server, unlucky)
     worker = worker_serving(server, unlucky)
     # the worker's next write() is the append: it fails with EIO
-    tracer = subprocess.Popen(
-        ["strace", "-p", str(worker), "-o", str(tmp_path / "strace.out"),
-         "-e", "trace=write", "-e", "inject=write:error=EIO:when=1"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
     try:
-        attached = tracer.stderr.readline()
-        assert "attached" in attached, attached
-        unlucky.sendall(b" to EIO\n")
-        assert_closed_by_server(unlucky)
-        server.wait_log(r"Cannot append 12 bytes to data file \(kept at 6 "
-                        r"bytes\): Input/output error")
+        with strace_injecting(worker, tmp_path / "strace.out",
+                              "-e", "trace=write",
+                              "-e", "inject=write:error=EIO:when=1"):
+            unlucky.sendall(b" to EIO\n")
+            assert_closed_by_server(unlucky)
+            server.wait_log(r"Cannot append 12 bytes to data file \(kept at "
+                            r"6 bytes\): Input/output error")
     finally:
-        if tracer.poll() is None:
-            tracer.terminate()      # detaches; the worker carries on
-            tracer.wait(timeout=scaled(10))
-        tracer.stderr.close()
         unlucky.close()
     assert read_bytes(server.data_file) == b"first\n"
     assert pid_alive(worker)
@@ -421,12 +400,6 @@ def test_sigterm_under_64_busy_clients(make_server):
     # workers stopped mid-turn end quietly: a clean stop logs no error
     assert "did not stop" not in log
     assert "exited unasked" not in log
-
-
-def raise_nofile(wanted):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, wanted), hard))
 
 
 def test_1000_idle_clients_cost_no_process(make_server):

@@ -3,15 +3,14 @@
 descriptors and the memory it held before it served any (it has nothing
 to do with connections), and every worker is back to its descriptors.
 """
-import resource
-import select
 import socket
 import threading
 import time
 
-from server_harness import (UNDER_SANITIZER, UNDER_VALGRIND, fd_count,
-                            kib_field, recv_until_suffix, rst_close, scaled,
-                            wait_until, wait_workers, worker_count)
+from server_harness import (UNDER_SANITIZER, UNDER_VALGRIND, closed_by_peer,
+                            fd_count, kib_field, raise_nofile,
+                            recv_until_suffix, rst_close, scaled, wait_until,
+                            wait_workers, worker_count)
 
 KINDS = ("silent", "reset", "half-close", "pipelined", "idle-timeout")
 # Under valgrind every connection costs a worker milliseconds of CPU.
@@ -21,22 +20,6 @@ WARM_UP = 500
 # much: malloc's heap keeps freed chunks, and the pages of the connection
 # table are touched as far as the most connections open at once.
 WORKER_RSS_SLACK_KIB = 256
-
-
-def raise_nofile(wanted):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
-
-
-def closed_by_peer(sock):
-    readable, _, _ = select.select([sock], [], [], 0)
-    if not readable:
-        return False
-    try:
-        return sock.recv(1, socket.MSG_PEEK) == b""
-    except ConnectionResetError:
-        return True
 
 
 def read_to_eof(sock):

@@ -11,7 +11,6 @@ logged once per connection, and a worker that cannot be started or
 restarted does not stop the service.
 """
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -23,9 +22,10 @@ import pytest
 
 import faultshim as shim
 from server_harness import (BINARY, IS_ROOT, WRAPPER, assert_served,
-                            connect_on, expect_start_failure, free_port, grow_file,
-                            live_children, log_lines, open_after_one_exchange,
-                            pid_alive, port_accepts, proc_exists, read_bytes,
+                            connect_on, expect_start_failure, free_port,
+                            grow_file, live_children, log_lines,
+                            open_after_one_exchange, pid_alive, port_accepts,
+                            proc_exists, raise_nofile, read_bytes,
                             recv_exactly, recv_until_suffix, scaled,
                             shared_tmp_dir, wait_server_read_everything,
                             wait_until, wait_workers)
@@ -33,12 +33,6 @@ from server_harness import (BINARY, IS_ROOT, WRAPPER, assert_served,
 ESTABLISHED = 0x01
 
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
-
-
-def raise_nofile(wanted):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
 
 def log_count(server, pattern):

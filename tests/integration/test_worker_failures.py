@@ -11,19 +11,19 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import time
 
 import pytest
 
 import faultshim as shim
-from server_harness import (TORN_APPEND_CUT_BACK, assert_closed_by_server,
-                            connect_on, file_size_limit, grow_file,
-                            proc_exists, process_state, read_bytes,
-                            recv_exactly,
+from server_harness import (KILL_AT_FTRUNCATE, TORN_APPEND_CUT_BACK,
+                            assert_closed_by_server, connect_on,
+                            file_size_limit, grow_file, proc_exists,
+                            process_state, read_bytes, recv_exactly,
                             recv_until_suffix, scaled, server_send_queue,
-                            stop_process, wait_server_read_everything,
-                            wait_until, wait_workers, worker_count)
+                            stop_process, strace_injecting,
+                            wait_server_read_everything, wait_until,
+                            wait_workers, worker_count)
 
 ACCEPTED = "Accepted connection from"
 CLOSED = "Closed connection from"
@@ -83,6 +83,24 @@ def placed_clients(server, workers, expected):
 
 
 # ------------------------------------------------------------ hung
+
+def others_and_replacement_serve(server, workers, victim, idle, expected):
+    """After victim (one of workers) died: the connections the others
+    hold are still served, the parent forked a replacement, which serves
+    too, and fresh clients are answered in time.  Returns the file's
+    content and the workers now running."""
+    for worker in workers:
+        if worker != victim:
+            expected = exchange(idle[worker], b"again on %d\n" % worker,
+                                expected)
+    replaced = wait_workers(server, len(workers), exclude=[victim])
+    (newcomer,) = set(replaced) - set(workers)
+    with connect_on(server, newcomer) as sock:
+        expected = exchange(sock, b"on the new worker\n", expected)
+    for i in range(3):
+        expected = fresh_client_in_time(server, expected, b"%d" % i)
+    return expected, replaced
+
 
 def test_hung_worker_does_not_stop_the_service(make_server):
     """Default options; one worker is SIGSTOPped with an idle client and
@@ -156,27 +174,17 @@ def test_worker_killed_mid_append(make_server, tmp_path):
     server = make_server("-w", "3", preexec_fn=file_size_limit(limit))
     workers = wait_workers(server, 3)
     idle, expected = placed_clients(server, workers, b"")
-    victim, survivors = workers[0], workers[1:]
+    victim = workers[0]
     doomed = connect_on(server, victim)
-    tracer = subprocess.Popen(
-        ["strace", "-p", str(victim), "-o", str(tmp_path / "strace.out"),
-         "-e", "trace=ftruncate",
-         "-e", "inject=ftruncate:error=EIO:signal=SIGKILL"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
     try:
-        attached = tracer.stderr.readline()
-        assert "attached" in attached, attached
-        doomed.sendall(b"T" * (limit - 1) + b"\n")
-        assert_closed_by_server(doomed)
-        wait_until(lambda: not proc_exists(victim), scaled(10),
-                   what="the traced worker to die")
-        tracer.wait(timeout=scaled(10))
+        with strace_injecting(victim, tmp_path / "strace.out",
+                              *KILL_AT_FTRUNCATE) as tracer:
+            doomed.sendall(b"T" * (limit - 1) + b"\n")
+            assert_closed_by_server(doomed)
+            wait_until(lambda: not proc_exists(victim), scaled(10),
+                       what="the traced worker to die")
+            tracer.wait(timeout=scaled(10))
     finally:
-        if tracer.poll() is None:
-            tracer.kill()
-            tracer.wait()
-        tracer.stderr.close()
         doomed.close()
     server.wait_log(rf"Worker {victim} killed by signal 9")
     # the torn bytes are there: the scenario happened
@@ -186,14 +194,8 @@ def test_worker_killed_mid_append(make_server, tmp_path):
     acknowledged = len(expected)
     expected = fresh_client_in_time(server, expected, b"after the death")
     server.wait_log(TORN_APPEND_CUT_BACK.format(size=acknowledged))
-    for worker in survivors:
-        expected = exchange(idle[worker], b"again on %d\n" % worker, expected)
-    replaced = wait_workers(server, 3, exclude=[victim])
-    (newcomer,) = set(replaced) - set(workers)
-    with connect_on(server, newcomer) as sock:
-        expected = exchange(sock, b"on the new worker\n", expected)
-    for i in range(3):
-        expected = fresh_client_in_time(server, expected, b"%d" % i)
+    expected, replaced = others_and_replacement_serve(server, workers, victim,
+                                                      idle, expected)
     for sock in idle.values():
         sock.close()
     assert read_bytes(server.data_file) == expected
@@ -245,14 +247,8 @@ def test_worker_killed_mid_response(make_server):
                              limit=len(expected) - len(first))
     assert first + rest == expected
 
-    for i in range(3):
-        expected = fresh_client_in_time(server, expected, b"%d" % i)
-    for worker in survivors:
-        expected = exchange(idle[worker], b"again on %d\n" % worker, expected)
-    replaced = wait_workers(server, 3, exclude=[victim])
-    (newcomer,) = set(replaced) - set(workers)
-    with connect_on(server, newcomer) as sock:
-        expected = exchange(sock, b"on the new worker\n", expected)
+    expected, replaced = others_and_replacement_serve(server, workers, victim,
+                                                      idle, expected)
     for sock in list(idle.values()) + [stuck, slow]:
         sock.close()
     assert read_bytes(server.data_file) == expected
