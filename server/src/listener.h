@@ -28,9 +28,9 @@ int listener_from_systemd(void);
  * inherits it.  Responses go out in several writes, and without it Nagle's
  * algorithm and the peer's delayed ACK stall each one by ~40 ms.
  * (TCP_DEFER_ACCEPT was tried and left out: a client's first packet has
- * nearly always arrived by the time the parent accepts anyway, and it
- * keeps silent clients in the SYN queue, where a few thousand of them
- * overflow into SYN cookies.) */
+ * nearly always arrived by the time it is accepted anyway, and it keeps
+ * silent clients in the SYN queue, where a few thousand of them overflow
+ * into SYN cookies.) */
 int listener_disable_nagle(int fd);
 
 /* The port a listening socket is bound to (0 if it cannot tell). */

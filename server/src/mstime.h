@@ -1,9 +1,8 @@
 /*
  * mstime: CLOCK_MONOTONIC in milliseconds, the one time unit of deadlines
  * in this program, its conversion to the timespec that ppoll() takes, the
- * deadline a timeout option sets, and the back-off after repeated
- * failures.  CLOCK_MONOTONIC is shared by every
- * process, so a deadline the parent computes means the same to a worker.
+ * deadline a timeout option sets, the back-off after repeated failures, and
+ * the sooner of two waits.
  */
 #ifndef AESD_MSTIME_H
 #define AESD_MSTIME_H
@@ -26,8 +25,7 @@ static inline struct timespec ms_timespec(long long ms)
 }
 
 /* The packet deadline -i sets, seconds after from_ms, or 0 (none) when
- * seconds is 0; the parent (held connections) and the worker (a packet
- * under way) apply the same rule. */
+ * seconds is 0. */
 static inline long long ms_after(long long from_ms, unsigned seconds)
 {
 	return seconds ? from_ms + seconds * 1000LL : 0;
