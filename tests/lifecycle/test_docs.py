@@ -249,3 +249,23 @@ def test_broken_links_are_found(tmp_path):
         "../README.md#A-Section: no heading #A-Section in README.md",
     ]), found
     assert (checked_links, checked_anchors) == (9, 6)
+
+
+def test_stage_list_in_the_docs_is_test_sh_s():
+    """docs/testing.md's table names every stage test.sh runs (and only
+    those, plus the opt-in buildroot-image), and the README and testing.md
+    count them right: a stage added to test.sh alone fails here."""
+    script = (REPO / "test.sh").read_text(encoding="utf-8")
+    listed = re.search(r"^STAGES=\(([^)]*)\)", script, re.M)
+    assert listed, "no STAGES=(...) in test.sh"
+    stages = listed.group(1).split()
+    assert len(stages) >= 10 and "full-test" in stages, stages
+    for name in stages + ["buildroot-image"]:
+        assert f"stage_{name.replace('-', '_')}()" in script, name
+    table = (REPO / "docs" / "testing.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([a-z-]+)` \|", table, re.M)
+    assert rows == stages + ["buildroot-image"]
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    count = len(stages)
+    assert re.search(rf"\bin {count} stages\b", readme), count
+    assert re.search(rf"\bThe {count} default stages\b", table), count
