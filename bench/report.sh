@@ -328,6 +328,12 @@ limits_section() {
 	echo "| loopback sendfile() of a 64 MiB file to a discarding reader | $(fig sendfile rate) MiB/s |"
 	echo "| trivial server (in memory, $(nproc) threads), churn C=1 | $(fig trivial_c1 rate) conn/s |"
 	echo "| trivial server, churn C=8 | $(fig trivial_c8 rate) conn/s |"
+	if has trivial_keep_c1; then
+		echo "| trivial server keeping each connection until the client closes it (\`-k\`, a thread each), churn C=1 | $(fig trivial_keep_c1 rate) conn/s |"
+		if has churn_c1; then
+			echo "| churn C=1 of A as a share of that server's (same-run ratio) | $(pct "$(ratio churn_c1 rate trivial_keep_c1 rate)") ($(ratios churn_c1 rate trivial_keep_c1 rate | awk '{ printf "%s%.0f%%", (NR > 1 ? " / " : ""), $1 * 100 }')) |"
+		fi
+	fi
 	if has churn_c8; then
 		echo "| churn C=8 of A as a share of the trivial server's (same-run ratio) | $(pct "$(ratio churn_c8 rate trivial_c8 rate)") |"
 	fi

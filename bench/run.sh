@@ -135,10 +135,12 @@ ab_load() {
 	fi
 }
 
+# trivial_load RUN LABEL "TRIVIAL OPTIONS" LOAD ARGS...
 trivial_load() {
-	local run=$1 label=$2
-	shift 2
-	start_trivial -t "$(nproc)"
+	local run=$1 label=$2 topts=$3
+	shift 3
+	# shellcheck disable=SC2086 # topts is a word list on purpose
+	start_trivial -t "$(nproc)" $topts
 	record "$run" "$label" "$LOAD" "$@" -p "$SERVER_PORT"
 	stop_server || true
 }
@@ -152,8 +154,11 @@ for run in $(seq 1 "$RUNS"); do
 		record "$run" fork "$PROBE" fork -n 300
 		record "$run" thread "$PROBE" thread -n 2000
 	fi
-	trivial_load "$run" trivial_c1 churn -c 1 -n 2000 -s 64
-	trivial_load "$run" trivial_c8 churn -c 8 -n 4000 -s 64
+	trivial_load "$run" trivial_c1 "" churn -c 1 -n 2000 -s 64
+	trivial_load "$run" trivial_c8 "" churn -c 8 -n 4000 -s 64
+	# The same server keeping each connection until the client closes it,
+	# as aesdsocket must: the churn client waits for that close.
+	trivial_load "$run" trivial_keep_c1 -k churn -c 1 -n 2000 -s 64
 	ab_load "$run" churn_c1 churn -c 1 -n 2000 -s 64
 	ab_load "$run" churn_c8 churn -c 8 -n 4000 -s 64
 	ab_load "$run" stream stream -c 1 -n 2000 -s 64
