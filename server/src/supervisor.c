@@ -58,7 +58,7 @@ static void note_failure(struct supervisor *s, int priority, const char *what)
 
 static size_t census_size(const struct supervisor *s)
 {
-	return s->config.workers * sizeof(int);
+	return CENSUS_INTS(s->config.workers) * sizeof(int);
 }
 
 static void become_worker(struct supervisor *s, unsigned index)
@@ -72,8 +72,7 @@ static void become_worker(struct supervisor *s, unsigned index)
 	setup.lifeline = s->lifeline[0];
 	setup.ready_fd = s->ready[1];
 	setup.census = s->census;
-	setup.share = setup.max_connections / n +
-		      (index < setup.max_connections % n);
+	setup.share = worker_share(setup.max_connections, n, index);
 	/* Never less than one packet's worth, or a packet could not fit. */
 	setup.budget = budget > setup.limits->max_packet ?
 			       budget : setup.limits->max_packet;
@@ -204,6 +203,13 @@ static unsigned running(const struct supervisor *s)
 	return n;
 }
 
+/* Tells the other workers that worker i accepts nobody while stopped. */
+static void mark_stopped(struct supervisor *s, unsigned i, bool stopped)
+{
+	__atomic_store_n(&s->census[s->config.workers + i], stopped,
+			 __ATOMIC_RELAXED);
+}
+
 static void reap(struct supervisor *s)
 {
 	int status;
@@ -220,12 +226,14 @@ static void reap(struct supervisor *s)
 				continue;
 			if (WIFSTOPPED(status) || WIFCONTINUED(status)) {
 				w->stopped_ms = WIFSTOPPED(status) ? now_ms() : 0;
+				mark_stopped(s, i, WIFSTOPPED(status));
 				continue;
 			}
 			if (!s->stopping && !lifecycle_stop_requested())
 				describe_exit(s, w, status);
 			/* its connections are gone with it */
 			__atomic_store_n(&s->census[i], 0, __ATOMIC_RELAXED);
+			mark_stopped(s, i, false);
 			w->pid = 0;
 		}
 	}

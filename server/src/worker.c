@@ -63,18 +63,23 @@ static void count_open(struct worker *w)
 }
 
 /* Every worker at its share of the cap: only then is an idle connection
- * closed to make room, never while another worker has room. */
+ * closed to make room, never while another worker has room.  A stopped
+ * worker's room is no room: it accepts nobody. */
 static bool everyone_full(const struct worker *w)
 {
+	const struct worker_setup *s = w->setup;
 	unsigned long open = 0;
 	unsigned i;
 
-	for (i = 0; i < w->setup->count; i++) {
-		int n = __atomic_load_n(&w->setup->census[i], __ATOMIC_RELAXED);
+	for (i = 0; i < s->count; i++) {
+		int n = __atomic_load_n(&s->census[i], __ATOMIC_RELAXED);
+		unsigned long taken = n > 0 ? (unsigned long)n : 0;
 
-		open += n > 0 ? (unsigned long)n : 0;
+		if (__atomic_load_n(&s->census[s->count + i], __ATOMIC_RELAXED))
+			taken = worker_share(s->max_connections, s->count, i);
+		open += taken;
 	}
-	return open >= w->setup->max_connections;
+	return open >= s->max_connections;
 }
 
 /* ------------------------------------------------------- connections */

@@ -35,7 +35,7 @@ struct worker_setup {
 	unsigned max_connections;	/* every worker's together */
 	uint32_t share;		/* of them, this worker's at most */
 	size_t budget;		/* bytes this worker may buffer */
-	int *census;		/* shared: each worker's open connections */
+	int *census;		/* shared: see CENSUS_INTS below */
 	const char *user;	/* NULL: keep the parent's user */
 	uid_t uid;
 	gid_t gid;
@@ -45,6 +45,21 @@ struct worker_setup {
 #define WORKER_SPARE_FDS 16
 /* Exit status of a worker that could not get ready to serve. */
 #define WORKER_CANNOT_START 3
+
+/* The census, in memory every worker shares: census[i] is worker i's count
+ * of open connections, written by that worker; census[count + i] is set by
+ * the parent while worker i is stopped (SIGSTOP).  A worker at its share
+ * closes an idle connection to make room only when the census says every
+ * other worker is full too, and a stopped worker, which accepts nobody,
+ * counts as full. */
+#define CENSUS_INTS(count) (2 * (count))
+
+/* Worker index's share of max connections among count workers. */
+static inline uint32_t worker_share(unsigned max, unsigned count,
+				    unsigned index)
+{
+	return max / count + (index < max % count);
+}
 
 void worker_run(const struct worker_setup *w) __attribute__((noreturn));
 

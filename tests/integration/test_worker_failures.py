@@ -17,8 +17,10 @@ import pytest
 
 import faultshim as shim
 from server_harness import (KILL_AT_FTRUNCATE, TORN_APPEND_CUT_BACK,
-                            assert_closed_by_server, connect_on,
-                            file_size_limit, grow_file, proc_exists,
+                            assert_closed_by_server, closed_by_peer,
+                            connect_on,
+                            file_size_limit, grow_file, log_lines,
+                            proc_exists,
                             process_state, read_bytes, recv_exactly,
                             recv_until_suffix, scaled, server_send_queue,
                             stop_process, strace_injecting,
@@ -150,6 +152,39 @@ def test_hung_worker_does_not_stop_the_service(make_server):
     assert read_bytes(server.data_file) == expected
     assert wait_workers(server, len(workers)) == workers
     assert_logged_once_each(server, workers)
+
+
+def test_hung_worker_does_not_stop_the_others_making_room(make_server):
+    """-w 2 -c 4 (a share of 2 each).  The first worker holds one idle
+    client and is SIGSTOPped; the second is full with two silent
+    connections.  Every worker that can still accept is full, so a fresh
+    client is answered once a silent connection has been idle for a
+    second: the stopped worker's unused share counts as taken, and the
+    eviction is logged.  Once the worker continues, its client is served.
+
+    Fails under the mutation "reap() does not mark a stopped worker in
+    the census" (supervisor.c), as it failed before that marking existed:
+    the census then says the stopped worker has room, nobody is closed,
+    and the fresh client waits in the backlog until the worker continues
+    (or -i closes a silent connection, after 60 s)."""
+    server = make_server("-w", "2", "-c", "4")
+    hung, other = wait_workers(server, 2)
+    idle, expected = placed_clients(server, [hung], b"")
+    silent = [connect_on(server, other) for _ in range(2)]
+    stop_process(hung)
+    try:
+        expected = fresh_client_in_time(server, expected, b"at the cap",
+                                        limit=3.0)
+        assert len(log_lines(server, "Closing idle connection from",
+                             other)) == 1
+        wait_until(lambda: sum(closed_by_peer(s) for s in silent) == 1,
+                   scaled(5), what="one silent connection closed")
+    finally:
+        os.kill(hung, signal.SIGCONT)
+    exchange(idle[hung], b"after the stop\n", expected)
+    for sock in silent + list(idle.values()):
+        sock.close()
+    assert_logged_once_each(server, [hung, other])
 
 
 # ------------------------------------------------------------ killed
