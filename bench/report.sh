@@ -86,6 +86,12 @@ ratio() {
 	ratios "$@" | median
 }
 
+# share_runs LA KA LB KB: every run's same-run ratio A/B as a percentage,
+# "66% / 75% / ...".
+share_runs() {
+	ratios "$@" | awk '{ printf "%s%.0f%%", (NR > 1 ? " / " : ""), $1 * 100 }'
+}
+
 # best_ratio LA KA LB KB max|min: best run of A over best run of B, the
 # figure least disturbed by other load on a shared machine.
 best_ratio() {
@@ -217,7 +223,7 @@ churn_targets() {
 	if has trivial_c1 && has churn_c1; then
 		r=$(ratio churn_c1 rate trivial_c1 rate)
 		b=$(best_ratio churn_c1 rate trivial_c1 rate max)
-		echo "| churn C=1 ≥ 85% of the trivial server's connections/s (same-run ratio) | $(pct "$r") ($(ratios churn_c1 rate trivial_c1 rate | awk '{ printf "%s%.0f%%", (NR > 1 ? " / " : ""), $1 * 100 }')) | $(pct "$b") | $(verdict "$r" ">=" 0.85) |"
+		echo "| churn C=1 ≥ 85% of the trivial server's connections/s (same-run ratio) | $(pct "$r") ($(share_runs churn_c1 rate trivial_c1 rate)) | $(pct "$b") | $(verdict "$r" ">=" 0.85) |"
 	fi
 	ab_target churn_c8 "churn C=8" 1.15
 	ab_target stream "stream" 0.95
@@ -331,7 +337,7 @@ limits_section() {
 	if has trivial_keep_c1; then
 		echo "| trivial server keeping each connection until the client closes it (\`-k\`, a thread each), churn C=1 | $(fig trivial_keep_c1 rate) conn/s |"
 		if has churn_c1; then
-			echo "| churn C=1 of A as a share of that server's (same-run ratio) | $(pct "$(ratio churn_c1 rate trivial_keep_c1 rate)") ($(ratios churn_c1 rate trivial_keep_c1 rate | awk '{ printf "%s%.0f%%", (NR > 1 ? " / " : ""), $1 * 100 }')) |"
+			echo "| churn C=1 of A as a share of that server's (same-run ratio) | $(pct "$(ratio churn_c1 rate trivial_keep_c1 rate)") ($(share_runs churn_c1 rate trivial_keep_c1 rate)) |"
 		fi
 	fi
 	if has churn_c8; then
