@@ -309,7 +309,10 @@ static int injected(const char *call, int *fault)
 	return f;
 }
 
-#define WRAP(call, ret_type, real_call)                                 \
+/* The wrapper of every call but fork(): fail as injected, else call the
+ * real function and log it; then runs after the log, with ret and fault
+ * in scope, and errno is restored after it. */
+#define WRAP_THEN(call, ret_type, real_call, then)                      \
 	do {                                                            \
 		int saved = errno, fault, err;                          \
 		ret_type ret;                                           \
@@ -325,9 +328,13 @@ static int injected(const char *call, int *fault)
 		ret = real_call;                                        \
 		err = ret == (ret_type)-1 ? errno : 0;                  \
 		log_call(#call, (long long)ret, err);                   \
+		then;                                                   \
 		errno = err ? err : saved;                              \
 		return ret;                                             \
 	} while (0)
+
+#define WRAP(call, ret_type, real_call) \
+	WRAP_THEN(call, ret_type, real_call, (void)fault)
 
 pid_t fork(void)
 {
@@ -415,27 +422,18 @@ static int first_to_fire(void)
 	return 1;
 }
 
+/* "flock stop-once": the first exclusive lock taken stops its taker. */
+static void stop_if_first(int ret, int fault, int operation)
+{
+	if (ret == 0 && fault == FAULT_STOP_ONCE && (operation & LOCK_EX) &&
+	    first_to_fire())
+		syscall(SYS_kill, raw_getpid(), SIGSTOP);
+}
+
 int flock(int fd, int operation)
 {
-	int saved = errno, fault, err, ret;
-
-	if ((err = injected("flock", &fault)) != 0) {
-		errno = err;
-		return -1;
-	}
-	if (!real_flock) {
-		errno = ENOSYS;
-		return -1;
-	}
-	errno = saved;
-	ret = real_flock(fd, operation);
-	err = ret == -1 ? errno : 0;
-	log_call("flock", ret, err);
-	if (ret == 0 && fault == FAULT_STOP_ONCE &&
-	    (operation & LOCK_EX) && first_to_fire())
-		syscall(SYS_kill, raw_getpid(), SIGSTOP);
-	errno = err ? err : saved;
-	return ret;
+	WRAP_THEN(flock, int, real_flock(fd, operation),
+		  stop_if_first(ret, fault, operation));
 }
 
 #if defined(__LP64__)
