@@ -141,7 +141,7 @@ int lifecycle_setup_signals(void)
 		goto fail;
 	return 0;
 fail:
-	log_errno("Cannot set up signal handling");
+	log_errno("Cannot set up signal handling: sigprocmask/sigaction");
 	return -1;
 }
 
@@ -291,12 +291,12 @@ int lifecycle_daemonize(int *ready_fd)
 	pid_t pid;
 
 	if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
-		log_errno("Cannot create readiness pipe");
+		log_errno("Cannot daemonize: pipe2");
 		return -1;
 	}
 	pid = fork();
 	if (pid < 0) {
-		log_errno("Cannot fork into the background");
+		log_errno("Cannot daemonize: fork");
 		close(pipe_fds[0]);
 		close(pipe_fds[1]);
 		return -1;
@@ -311,7 +311,7 @@ int lifecycle_daemonize(int *ready_fd)
 	 * "reload", and there is nothing to reload. */
 	if (setsid() < 0 || chdir("/") != 0 || redirect_stdio() != 0 ||
 	    set_handler(SIGHUP, SIG_IGN) != 0) {
-		log_errno("Cannot detach from the terminal");
+		log_errno("Cannot detach from the terminal: setsid/chdir/dup2");
 		lifecycle_report_ready(*ready_fd, false);
 		return -1;
 	}
@@ -325,7 +325,7 @@ void lifecycle_report_ready(int ready_fd, bool ok)
 	if (ready_fd < 0)
 		return;
 	if (write(ready_fd, &verdict, 1) != 1)
-		log_errno("Cannot report readiness");
+		log_errno("Cannot report readiness to the caller: write");
 	close(ready_fd);
 }
 
@@ -340,7 +340,7 @@ int pidfile_write(const char *path)
 	fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC |
 				O_NONBLOCK, 0644);
 	if (fd < 0) {
-		log_errno("Cannot open pidfile %s", path);
+		log_errno("Cannot open pidfile %s: open", path);
 		return -1;
 	}
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
@@ -350,7 +350,7 @@ int pidfile_write(const char *path)
 	}
 	len = snprintf(text, sizeof(text), "%ld\n", (long)getpid());
 	if (ftruncate(fd, 0) != 0 || write(fd, text, (size_t)len) != len) {
-		log_errno("Cannot write pidfile %s", path);
+		log_errno("Cannot write pidfile %s: ftruncate/write", path);
 		close(fd);
 		return -1;
 	}
@@ -372,7 +372,7 @@ void pidfile_remove(const char *path)
 	if (n <= 0 || strtol(text, NULL, 10) != (long)getpid())
 		return;
 	if (unlink(path) != 0)
-		log_errno("Cannot remove pidfile %s", path);
+		log_errno("Cannot remove pidfile %s: unlink", path);
 }
 
 int lifecycle_lookup_user(const char *name, uid_t *uid, gid_t *gid)
@@ -383,7 +383,7 @@ int lifecycle_lookup_user(const char *name, uid_t *uid, gid_t *gid)
 	pw = getpwnam(name);
 	if (!pw) {
 		if (errno)
-			log_errno("Cannot look up user %s", name);
+			log_errno("Cannot look up user %s: getpwnam", name);
 		else
 			log_msg(LOG_ERR, "No such user: %s", name);
 		return -1;
@@ -395,8 +395,13 @@ int lifecycle_lookup_user(const char *name, uid_t *uid, gid_t *gid)
 
 int lifecycle_drop_privileges(const char *name, uid_t uid, gid_t gid)
 {
-	if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
-		log_errno("Cannot switch to user %s", name);
+	if (setgroups(0, NULL) != 0) {
+		log_errno("Cannot switch to user %s: setgroups", name);
+		return -1;
+	}
+	if (setgid(gid) != 0 || setuid(uid) != 0) {
+		log_errno("Cannot switch to user %s: %s", name,
+			  getgid() != gid ? "setgid" : "setuid");
 		return -1;
 	}
 	if (uid != 0 && setuid(0) == 0) {

@@ -42,7 +42,7 @@ static int wildcard_address(unsigned port, struct sockaddr_storage *addr,
 		struct sockaddr_in *in4 = (struct sockaddr_in *)addr;
 
 		if (errno != EAFNOSUPPORT)
-			log_errno("IPv6 socket failed, using IPv4");
+			log_errno("Cannot listen on IPv6, using IPv4: socket(AF_INET6)");
 		in4->sin_family = AF_INET;
 		in4->sin_addr.s_addr = htonl(INADDR_ANY);
 		in4->sin_port = htons((unsigned short)port);
@@ -86,24 +86,24 @@ int listener_open(const char *bind_address, unsigned port)
 		return -1;
 	fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		log_errno("Cannot create listening socket");
+		log_errno("Cannot create the listening socket: socket");
 		return -1;
 	}
 	if (set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1) != 0 ||
 	    (addr.ss_family == AF_INET6 && !bind_address &&
 	     set_int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0) != 0)) {
-		log_errno("Cannot set listening socket options");
+		log_errno("Cannot set up the listening socket: setsockopt");
 		close(fd);
 		return -1;
 	}
 	if (bind(fd, (struct sockaddr *)&addr, len) != 0) {
-		log_errno("Cannot bind to %s port %u",
+		log_errno("Cannot bind to %s port %u: bind",
 			  bind_address ? bind_address : "every address", port);
 		close(fd);
 		return -1;
 	}
 	if (listen(fd, LISTEN_BACKLOG) != 0) {
-		log_errno("Cannot listen on port %u", port);
+		log_errno("Cannot listen on port %u: listen", port);
 		close(fd);
 		return -1;
 	}
