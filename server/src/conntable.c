@@ -5,14 +5,14 @@
 
 int conntable_init(struct conntable *t, uint32_t capacity)
 {
-	int kind;
+	int list;
 
 	t->capacity = capacity;
 	t->used = t->open = 0;
 	t->free_head = CONN_NONE;
 	t->buffered = 0;
-	for (kind = 0; kind < IDLE_KINDS; kind++)
-		t->idle[kind].head = t->idle[kind].tail = CONN_NONE;
+	for (list = 0; list < LISTS; list++)
+		t->lists[list].head = t->lists[list].tail = CONN_NONE;
 	/* calloc: pages of slots never used are never touched */
 	t->slots = calloc(capacity, sizeof(*t->slots));
 	return t->slots ? 0 : -1;
@@ -28,32 +28,33 @@ static void unlist(struct conntable *t, uint32_t id)
 {
 	struct conn_slot *s = &t->slots[id];
 
-	if (s->idle == NOT_IDLE)
+	if (s->list == NOT_LISTED)
 		return;
 	if (s->prev != CONN_NONE)
 		t->slots[s->prev].next = s->next;
 	else
-		t->idle[s->idle].head = s->next;
+		t->lists[s->list].head = s->next;
 	if (s->next != CONN_NONE)
 		t->slots[s->next].prev = s->prev;
 	else
-		t->idle[s->idle].tail = s->prev;
-	s->idle = NOT_IDLE;
+		t->lists[s->list].tail = s->prev;
+	s->list = NOT_LISTED;
 }
 
-/* At the tail: since_ms only grows, so each list stays in idle order. */
-static void list_at_tail(struct conntable *t, uint32_t id, enum idle_kind kind)
+/* At the tail: each list stays in the order its connections joined it
+ * (for the idle ones, since_ms only grows, so that is idle order). */
+static void list_at_tail(struct conntable *t, uint32_t id, enum conn_list list)
 {
 	struct conn_slot *s = &t->slots[id];
 
-	s->idle = (uint8_t)kind;
+	s->list = (uint8_t)list;
 	s->next = CONN_NONE;
-	s->prev = t->idle[kind].tail;
+	s->prev = t->lists[list].tail;
 	if (s->prev != CONN_NONE)
 		t->slots[s->prev].next = id;
 	else
-		t->idle[kind].head = id;
-	t->idle[kind].tail = id;
+		t->lists[list].head = id;
+	t->lists[list].tail = id;
 }
 
 struct conn *conntable_add(struct conntable *t, uint32_t *id)
@@ -70,7 +71,8 @@ struct conn *conntable_add(struct conntable *t, uint32_t *id)
 	}
 	s = &t->slots[*id];
 	s->in_use = true;
-	s->idle = NOT_IDLE;
+	s->list = NOT_LISTED;
+	s->events = 0;
 	s->buffered = 0;
 	t->open++;
 	return &s->conn;
@@ -88,19 +90,21 @@ struct conn *conntable_find(struct conntable *t, uint32_t id,
 void conntable_update(struct conntable *t, uint32_t id)
 {
 	struct conn_slot *s = &t->slots[id];
-	enum idle_kind kind = NOT_IDLE;
+	enum conn_list list = NOT_LISTED;
 
 	t->buffered += conn_buffered(&s->conn) - s->buffered;
 	s->buffered = conn_buffered(&s->conn);
-	if (conn_is_idle(&s->conn))
-		kind = s->conn.heard_from ? IDLE_AFTER_EXCHANGE : IDLE_SILENT;
+	if (s->conn.appending)
+		list = LIST_APPENDING;
+	else if (conn_is_idle(&s->conn))
+		list = s->conn.heard_from ? LIST_SPOKE : LIST_SILENT;
 	/* Relisted at the tail when it went idle anew since it was listed. */
-	if (s->idle == kind && (kind == NOT_IDLE ||
+	if (s->list == list && (list >= IDLE_LISTS ||
 				s->listed_since == s->conn.since_ms))
 		return;
 	unlist(t, id);
-	if (kind != NOT_IDLE) {
-		list_at_tail(t, id, kind);
+	if (list != NOT_LISTED) {
+		list_at_tail(t, id, list);
 		s->listed_since = s->conn.since_ms;
 	}
 }
@@ -119,20 +123,30 @@ void conntable_remove(struct conntable *t, uint32_t id)
 	t->open--;
 }
 
+uint32_t conntable_first_idle(const struct conntable *t)
+{
+	int list;
+
+	for (list = 0; list < IDLE_LISTS; list++)
+		if (t->lists[list].head != CONN_NONE)
+			return t->lists[list].head;
+	return CONN_NONE;
+}
+
 uint32_t conntable_evictable(const struct conntable *t, long long now)
 {
-	int kind;
+	uint32_t first = conntable_first_idle(t);
 
-	for (kind = 0; kind < IDLE_KINDS; kind++) {
-		uint32_t head = t->idle[kind].head;
+	/* never-spoke ones go first, even when they are younger */
+	if (first == CONN_NONE ||
+	    t->slots[first].conn.since_ms + IDLE_ENOUGH_MS > now)
+		return CONN_NONE;
+	return first;
+}
 
-		if (head == CONN_NONE)
-			continue;
-		/* silent ones go first, even when they are younger */
-		return t->slots[head].conn.since_ms + IDLE_ENOUGH_MS <= now ?
-			       head : CONN_NONE;
-	}
-	return CONN_NONE;
+uint32_t conntable_first_appending(const struct conntable *t)
+{
+	return t->lists[LIST_APPENDING].head;
 }
 
 /* Whether slot a should go before slot b: more bytes, or as many held

@@ -42,7 +42,7 @@ static int open_listener(struct server *s, int fd)
 	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 ||
 	    fcntl(fd, F_SETFD, FD_CLOEXEC) != 0 ||
 	    listener_disable_nagle(fd) != 0) {
-		log_errno("Cannot configure the listening socket");
+		log_errno("Cannot set up the listening socket: fcntl/setsockopt");
 		close(fd);
 		return -1;
 	}
@@ -64,31 +64,22 @@ static int resolve_paths(struct server *s)
 		       0 : -1;
 }
 
-/* Every worker's descriptor limit fits its share of the connections
- * (each worker lowers the limit it inherits to its own share); fewer
- * connections if the limit is firm. */
+/* Any worker may hold every connection: each needs a descriptor limit
+ * that fits them all (the workers inherit it); fewer connections if the
+ * limit is firm. */
 static void fit_descriptor_limit(struct options *opts)
 {
-	unsigned long workers = opts->workers;
-	unsigned long share = (opts->max_connections + workers - 1) / workers;
-	unsigned long fit = lifecycle_raise_fd_limit(share + WORKER_SPARE_FDS);
+	unsigned long need = worker_descriptors(opts->max_connections,
+						opts->workers);
+	unsigned long fit = lifecycle_raise_fd_limit(need);
+	unsigned long spare = need - opts->max_connections;
 
-	if (fit >= share + WORKER_SPARE_FDS)
+	if (fit >= need)
 		return;
-	share = fit > WORKER_SPARE_FDS ? fit - WORKER_SPARE_FDS : 1;
-	opts->max_connections = (unsigned)(share * workers);
+	opts->max_connections = fit > spare ? (unsigned)(fit - spare) : 1;
 	log_msg(LOG_WARNING,
 		"The descriptor limit (%lu) allows only %u connections",
 		fit, opts->max_connections);
-}
-
-/* No more workers than connections: each needs a share of at least one. */
-static void choose_workers(struct options *opts)
-{
-	if (opts->workers == 0)
-		opts->workers = options_default_workers();
-	if (opts->workers > opts->max_connections)
-		opts->workers = opts->max_connections;
 }
 
 /* Everything up to starting the workers; on failure the caller cleans up. */
@@ -106,7 +97,8 @@ static int start(struct server *s, int systemd_fd)
 		return -1;
 	if (s->opts.pidfile && pidfile_write(s->opts.pidfile) != 0)
 		return -1;
-	choose_workers(&s->opts);
+	if (s->opts.workers == 0)
+		s->opts.workers = options_default_workers();
 	fit_descriptor_limit(&s->opts);
 	return 0;
 }
@@ -135,7 +127,7 @@ static struct supervisor *start_serving(struct server *s)
 		.send_timeout_s = s->opts.send_timeout_s,
 	};
 	sup = supervisor_start(&config);
-	if (sup && supervisor_wait_ready(sup) != 0) {
+	if (sup && supervisor_wait_started(sup) != 0) {
 		if (!lifecycle_stop_requested())
 			log_msg(LOG_ERR, "Worker processes cannot start; stopping");
 		supervisor_stop(sup);

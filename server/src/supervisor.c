@@ -12,8 +12,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,23 +21,21 @@
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 5000
 #define STOP_GRACE_MS 5000
-/* A worker stopped (SIGSTOP) for this long while it holds the data file's
- * lock stops every append of every worker: it is killed, and the next
- * appender cuts back what it had written. */
-#define STOPPED_WITH_LOCK_MS 500
 
 struct slot {
 	pid_t pid;		/* 0: none running */
 	long long started_ms;
-	long long stopped_ms;	/* when it was stopped; 0: not stopped */
+	bool stopped;		/* by SIGSTOP, as the kernel told */
 };
 
 struct supervisor {
 	struct supervisor_config config;
 	struct slot slots[MAX_WORKERS_LIMIT];
-	int *census;		/* shared with the workers */
+	struct census *census;	/* shared with the workers */
 	int lifeline[2];	/* the workers hold [0]; closing [1] stops them */
-	int ready[2];		/* start-up only: [0] the parent's, else -1 */
+	int started[2];		/* start-up only: [0] the parent's, else -1 */
+	int watch_fd;		/* on the data file's path, or -1 */
+	int path_state;		/* what was last logged of it */
 	bool stopping;
 	unsigned failures;	/* unasked exits or failed forks in a row */
 	long long no_fork_before_ms;
@@ -56,11 +52,6 @@ static void note_failure(struct supervisor *s, int priority, const char *what)
 	log_msg(priority, "%s; next worker in %lld ms", what, pause);
 }
 
-static size_t census_size(const struct supervisor *s)
-{
-	return CENSUS_INTS(s->config.workers) * sizeof(int);
-}
-
 static void become_worker(struct supervisor *s, unsigned index)
 {
 	struct worker_setup setup = s->config.worker;
@@ -68,11 +59,9 @@ static void become_worker(struct supervisor *s, unsigned index)
 	size_t budget = s->config.total_budget / n;
 
 	setup.index = index;
-	setup.count = n;
 	setup.lifeline = s->lifeline[0];
-	setup.ready_fd = s->ready[1];
+	setup.started_fd = s->started[1];
 	setup.census = s->census;
-	setup.share = worker_share(setup.max_connections, n, index);
 	/* Never less than one packet's worth, or a packet could not fit. */
 	setup.budget = budget > setup.limits->max_packet ?
 			       budget : setup.limits->max_packet;
@@ -88,7 +77,7 @@ static void spawn(struct supervisor *s, unsigned index)
 	if (pid < 0) {
 		char what[80];
 
-		snprintf(what, sizeof(what), "Cannot fork a worker: %s",
+		snprintf(what, sizeof(what), "fork of a worker: %s",
 			 strerror(errno));
 		note_failure(s, LOG_ERR, what);
 		return;
@@ -142,58 +131,6 @@ static void describe_exit(struct supervisor *s, const struct slot *w,
 	note_failure(s, priority, what);
 }
 
-/* Whether pid holds the data file's flock(), as the kernel says in
- * /proc/locks: "1: FLOCK  ADVISORY  WRITE PID MAJ:MIN:INODE 0 EOF", the
- * device numbers in hex; "->" marks a process still waiting for it. */
-static bool holds_data_lock(const struct supervisor *s, pid_t pid)
-{
-	const struct store_identity *id = s->config.worker.data_id;
-	char line[256], kind[16], mode[16];
-	unsigned maj, min;
-	unsigned long long ino;
-	bool found = false;
-	long holder;
-	FILE *locks = fopen("/proc/locks", "re");
-
-	if (!locks)
-		return false;
-	while (!found && fgets(line, sizeof(line), locks))
-		found = sscanf(line, "%*d: %15s %*s %15s %ld %x:%x:%llu", kind,
-			       mode, &holder, &maj, &min, &ino) == 6 &&
-			strcmp(kind, "FLOCK") == 0 && holder == (long)pid &&
-			maj == major(id->dev) && min == minor(id->dev) &&
-			ino == (unsigned long long)id->ino;
-	fclose(locks);
-	return found;
-}
-
-/* Kills workers stopped too long holding the lock; ms to the next check. */
-static long long check_stopped(struct supervisor *s)
-{
-	long long next = -1, now = now_ms();
-	unsigned i;
-
-	for (i = 0; i < s->config.workers; i++) {
-		struct slot *w = &s->slots[i];
-		long long due = w->stopped_ms + STOPPED_WITH_LOCK_MS;
-
-		if (!w->pid || !w->stopped_ms)
-			continue;
-		if (due > now) {
-			next = next < 0 || due - now < next ? due - now : next;
-			continue;
-		}
-		w->stopped_ms = 0;	/* looked at once per stop */
-		if (!holds_data_lock(s, w->pid))
-			continue;
-		log_msg(LOG_ERR, "Worker %ld is stopped holding the data file's lock; killing it",
-			(long)w->pid);
-		if (kill(w->pid, SIGKILL) != 0)
-			log_errno("Cannot kill worker %ld", (long)w->pid);
-	}
-	return next;
-}
-
 static unsigned running(const struct supervisor *s)
 {
 	unsigned i, n = 0;
@@ -201,13 +138,6 @@ static unsigned running(const struct supervisor *s)
 	for (i = 0; i < s->config.workers; i++)
 		n += s->slots[i].pid != 0;
 	return n;
-}
-
-/* Tells the other workers that worker i accepts nobody while stopped. */
-static void mark_stopped(struct supervisor *s, unsigned i, bool stopped)
-{
-	__atomic_store_n(&s->census[s->config.workers + i], stopped,
-			 __ATOMIC_RELAXED);
 }
 
 static void reap(struct supervisor *s)
@@ -224,17 +154,17 @@ static void reap(struct supervisor *s)
 
 			if (w->pid != pid)
 				continue;
+			/* a stopped worker can make no room at the cap */
 			if (WIFSTOPPED(status) || WIFCONTINUED(status)) {
-				w->stopped_ms = WIFSTOPPED(status) ? now_ms() : 0;
-				mark_stopped(s, i, WIFSTOPPED(status));
+				w->stopped = WIFSTOPPED(status);
+				census_mark_stopped(s->census, i, w->stopped);
 				continue;
 			}
 			if (!s->stopping && !lifecycle_stop_requested())
 				describe_exit(s, w, status);
-			/* its connections are gone with it */
-			__atomic_store_n(&s->census[i], 0, __ATOMIC_RELAXED);
-			mark_stopped(s, i, false);
+			census_forget(s->census, i);	/* and its connections */
 			w->pid = 0;
+			w->stopped = false;
 		}
 	}
 }
@@ -253,32 +183,30 @@ struct supervisor *supervisor_start(const struct supervisor_config *config)
 	memset(s, 0, sizeof(*s));
 	s->config = *config;
 	s->config.worker.parent = getpid();
-	s->lifeline[0] = s->lifeline[1] = s->ready[0] = s->ready[1] = -1;
-	s->census = mmap(NULL, census_size(s), PROT_READ | PROT_WRITE,
-			 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (s->census == MAP_FAILED) {
-		s->census = NULL;
-		log_errno("Cannot map the workers' census");
+	s->lifeline[0] = s->lifeline[1] = s->started[0] = s->started[1] = -1;
+	s->watch_fd = -1;
+	s->census = census_create(config->workers);
+	if (!s->census)
 		return NULL;
-	}
 	if (pipe2(s->lifeline, O_CLOEXEC) != 0 ||
-	    pipe2(s->ready, O_CLOEXEC) != 0) {
-		log_errno("Cannot create the pipes to the workers");
+	    pipe2(s->started, O_CLOEXEC) != 0) {
+		log_errno("Cannot make the pipes to the workers: pipe2");
 		supervisor_stop(s);
 		return NULL;
 	}
 	fork_missing(s);
-	close_fd(&s->ready[1]);	/* EOF on [0] once every worker has let go */
+	close_fd(&s->started[1]);	/* EOF on [0] once every worker let go */
 	if (running(s) == 0) {
 		supervisor_stop(s);
 		return NULL;
 	}
+	s->watch_fd = store_watch(config->worker.data_file);
 	return s;
 }
 
-int supervisor_wait_ready(struct supervisor *s)
+int supervisor_wait_started(struct supervisor *s)
 {
-	struct pollfd pfd = { .fd = s->ready[0], .events = POLLIN };
+	struct pollfd pfd = { .fd = s->started[0], .events = POLLIN };
 	char byte;
 
 	while (!lifecycle_stop_requested()) {
@@ -289,28 +217,46 @@ int supervisor_wait_ready(struct supervisor *s)
 			reap(s);
 		if (pfd.revents == 0)
 			continue;
-		if (read(s->ready[0], &byte, 1) == 1) {
-			close_fd(&s->ready[0]);
+		if (read(s->started[0], &byte, 1) == 1) {
+			close_fd(&s->started[0]);
 			return 0;
 		}
-		break;	/* every worker ended before it was ready */
+		break;	/* every worker ended before it started */
 	}
 	return -1;
 }
 
 void supervisor_run(struct supervisor *s)
 {
+	struct pollfd path = { .fd = s->watch_fd, .events = POLLIN };
+
 	while (!lifecycle_stop_requested()) {
 		long long wait_ms;
 		struct timespec timeout;
 
 		if (lifecycle_child_changed())
 			reap(s);
-		wait_ms = sooner_ms(fork_missing(s), check_stopped(s));
+		wait_ms = fork_missing(s);
 		timeout = ms_timespec(wait_ms);
-		ppoll(NULL, 0, wait_ms >= 0 ? &timeout : NULL,
-		      lifecycle_wait_mask());
+		if (ppoll(&path, 1, wait_ms >= 0 ? &timeout : NULL,
+			  lifecycle_wait_mask()) > 0 && path.revents)
+			store_check_path(s->config.worker.data_file,
+					 s->config.worker.data_id,
+					 s->watch_fd, &s->path_state);
 	}
+}
+
+/* A worker stopped (SIGSTOP) would stop only when killed: it goes on,
+ * finishes what it was doing (an append, perhaps) and stops cleanly. */
+static void continue_stopped(struct supervisor *s)
+{
+	unsigned i;
+
+	for (i = 0; i < s->config.workers; i++)
+		if (s->slots[i].pid && s->slots[i].stopped &&
+		    kill(s->slots[i].pid, SIGCONT) != 0)
+			log_errno("Cannot continue stopped worker %ld: kill",
+				  (long)s->slots[i].pid);
 }
 
 static void kill_workers(struct supervisor *s)
@@ -321,7 +267,7 @@ static void kill_workers(struct supervisor *s)
 		running(s), STOP_GRACE_MS);
 	for (i = 0; i < s->config.workers; i++)
 		if (s->slots[i].pid && kill(s->slots[i].pid, SIGKILL) != 0)
-			log_errno("Cannot kill worker %ld",
+			log_errno("Cannot kill worker %ld: kill",
 				  (long)s->slots[i].pid);
 }
 
@@ -332,8 +278,9 @@ void supervisor_stop(struct supervisor *s)
 
 	s->stopping = true;
 	close_fd(&s->lifeline[1]);	/* every worker sees it hang up */
-	close_fd(&s->ready[0]);
-	close_fd(&s->ready[1]);
+	continue_stopped(s);
+	close_fd(&s->started[0]);
+	close_fd(&s->started[1]);
 	while (running(s) > 0) {
 		lifecycle_sleep_ms(20);	/* returns early on SIGCHLD */
 		reap(s);
@@ -349,7 +296,8 @@ void supervisor_stop(struct supervisor *s)
 		deadline = now_ms() + STOP_GRACE_MS;
 	}
 	close_fd(&s->lifeline[0]);
+	close_fd(&s->watch_fd);
 	if (s->census)
-		munmap(s->census, census_size(s));
+		census_destroy(s->census);
 	s->census = NULL;
 }

@@ -1,64 +1,51 @@
 /*
- * worker: one worker process, an event loop that serves many connections
- * (nginx's worker).  Freshly forked, it keeps only the descriptors it needs
- * (the listening socket, the lifeline to the parent, the data file), drops
- * root when asked to, can never gain a privilege again (no_new_privs), dumps
- * no core, limits its descriptors to its share of the connections, reopens
- * the data file as its own open file description and says it is ready.
- * Then it accepts from the listening socket that every worker shares
- * (EPOLLEXCLUSIVE: one idle worker is woken per new connection), serves
- * each connection (connection.h) with non-blocking I/O, and enforces the
- * bounds: deadlines, its share of the connection cap (conntable.h chooses
- * whom to close) and its share of the buffer budget.  It stops on a stop
- * signal or when the parent closes the lifeline, closing its connections;
- * it always ends with _exit().
+ * worker: one worker process (nginx's worker).  Owns its set-up (the
+ * descriptors it keeps, the privilege drop, its limits, its own open file
+ * descriptions of the data file and the lock) and its event loop: accepting
+ * from the listening socket every worker shares, serving each connection
+ * (connection.h), and keeping the bounds: deadlines, the service's
+ * connection cap (with the census, census.h), its share of the buffer
+ * budget, and appends that wait for the lock while everything else goes
+ * on.  It stops when the parent closes the lifeline (or on a stop signal),
+ * closing its connections, and always ends with _exit().
  */
 #ifndef AESD_WORKER_H
 #define AESD_WORKER_H
 
+#include "census.h"
 #include "connection.h"
 #include "store.h"
 
 #include <stddef.h>
-#include <stdint.h>
 #include <sys/types.h>
 
 struct worker_setup {
-	unsigned index, count;	/* this worker's number, and how many run */
+	unsigned index;		/* this worker's number */
 	int listen_fd;
 	int lifeline;		/* read end: hangs up when the parent lets go */
-	int ready_fd;		/* to report "ready" on; -1 after start-up */
+	int started_fd;		/* to say "started" on; -1 after start-up */
 	pid_t parent;
 	const char *data_file;
 	const struct store_identity *data_id;
 	const struct connection_limits *limits;
-	unsigned max_connections;	/* every worker's together */
-	uint32_t share;		/* of them, this worker's at most */
+	unsigned max_connections;	/* in every worker together */
 	size_t budget;		/* bytes this worker may buffer */
-	int *census;		/* shared: see CENSUS_INTS below */
+	struct census *census;
 	const char *user;	/* NULL: keep the parent's user */
 	uid_t uid;
 	gid_t gid;
 };
 
-/* Descriptors a worker needs besides its connections. */
-#define WORKER_SPARE_FDS 16
 /* Exit status of a worker that could not get ready to serve. */
 #define WORKER_CANNOT_START 3
 
-/* The census, in memory every worker shares: census[i] is worker i's count
- * of open connections, written by that worker; census[count + i] is set by
- * the parent while worker i is stopped (SIGSTOP).  A worker at its share
- * closes an idle connection to make room only when the census says every
- * other worker is full too, and a stopped worker, which accepts nobody,
- * counts as full. */
-#define CENSUS_INTS(count) (2 * (count))
-
-/* Worker index's share of max connections among count workers. */
-static inline uint32_t worker_share(unsigned max, unsigned count,
-				    unsigned index)
+/* The descriptor limit a worker needs: any worker may hold every
+ * connection (and one more while it closes an idle one for a new one),
+ * the eventfds of every worker, and its own few. */
+static inline unsigned long worker_descriptors(unsigned max_connections,
+					       unsigned workers)
 {
-	return max / count + (index < max % count);
+	return max_connections + 1UL + workers + 16;
 }
 
 void worker_run(const struct worker_setup *w) __attribute__((noreturn));

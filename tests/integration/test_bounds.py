@@ -265,9 +265,9 @@ def test_large_partial_packets_cannot_starve_small_ones(make_server, args,
         sampling.set()
         sampler.join()
     disconnected = log_lines(
-        server, r"Disconnecting 127\.0\.0\.1: it holds \d+ bytes of a "
-                r"packet, the most while this worker's \d+-byte buffer "
-                r"budget is used up")
+        server, r"Disconnecting 127\.0\.0\.1: it holds \d+ bytes not yet "
+                r"stored, the most while this worker's \d+-byte share of "
+                r"the buffer budget is used up")
     assert disconnected, "nobody was disconnected for the budget"
     grown = peak[0] - baseline
     print(f"{workers} workers, {len(disconnected)} of {clients} clients "

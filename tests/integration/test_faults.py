@@ -248,7 +248,7 @@ def test_enospc_leaves_file_unchanged(mounts, make_server, tmp_path):
         sock.sendall(big)
         assert_closed_by_server(sock)   # told by closing, no response
     server.wait_log(r"Cannot append 20001 bytes to data file \(kept at 6 "
-                    r"bytes\): No space left on device")
+                    r"bytes\): write: No space left on device")
     assert read_bytes(server.data_file) == b"first\n"
     assert os.path.getsize(server.data_file) == 6
 
@@ -271,7 +271,7 @@ def test_efbig_leaves_file_unchanged(make_server):
         sock.sendall(crossing)
         assert_closed_by_server(sock)
     server.wait_log(rf"Cannot append {limit + 1} bytes to data file \(kept "
-                    r"at 6 bytes\): File too large")
+                    r"at 6 bytes\): write: File too large")
     assert read_bytes(server.data_file) == b"first\n"
     assert server.proc.poll() is None
     expected = assert_served(server, b"first\n")
@@ -332,7 +332,7 @@ def test_eio_on_append_leaves_file_unchanged(make_server, tmp_path):
             unlucky.sendall(b" to EIO\n")
             assert_closed_by_server(unlucky)
             server.wait_log(r"Cannot append 12 bytes to data file \(kept at "
-                            r"6 bytes\): Input/output error")
+                            r"6 bytes\): write: Input/output error")
     finally:
         unlucky.close()
     assert read_bytes(server.data_file) == b"first\n"

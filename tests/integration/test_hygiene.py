@@ -234,8 +234,9 @@ UNIX_DGRAM = 2
 
 def fd_kinds(pid, data_file):
     """{fd: kind} of a process: "stdio", "listener", "connection",
-    "epoll", "pipe:INODE", "data file", "syslog" (an AF_UNIX datagram
-    socket), or the target of anything else."""
+    "epoll", "pipe:INODE", "data file", "lock" (the appenders' memfd),
+    "eventfd", "inotify", "syslog" (an AF_UNIX datagram socket), or the
+    target of anything else."""
     kinds = {}
     targets = fd_targets(pid)
     unix, states = unix_socket_types(), tcp_socket_states()
@@ -249,6 +250,12 @@ def fd_kinds(pid, data_file):
             kinds[fd] = "data file"
         elif target == "anon_inode:[eventpoll]":
             kinds[fd] = "epoll"
+        elif target.startswith("/memfd:aesdsocket-lock"):
+            kinds[fd] = "lock"
+        elif target == "anon_inode:[eventfd]":
+            kinds[fd] = "eventfd"
+        elif target == "anon_inode:inotify":
+            kinds[fd] = "inotify"
         elif target.startswith("pipe:"):
             kinds[fd] = target
         elif inode in states:
@@ -278,23 +285,27 @@ def opened_read_only(pid, fd):
 def check_descriptors(server_pid, workers, data_file, connections):
     """Every descriptor of the parent and of each worker, exactly: the
     parent holds stdio, the listening socket, both ends of the lifeline
-    pipe, the data file and at most the syslog socket, and nothing per
-    connection; a worker holds stdio, the listener, its epoll instance,
-    the lifeline's read end, the data file, at most the syslog socket,
-    and one socket per connection it serves (connections[worker])."""
+    pipe, the data file, the appenders' lock, one eventfd per worker (to
+    hand on to each), the watch on the data file's path and at most the
+    syslog socket, and nothing per connection; a worker holds stdio, the
+    listener, its epoll instance, the lifeline's read end, its own open
+    data file and lock, every worker's eventfd, at most the syslog
+    socket, and one socket per connection it serves
+    (connections[worker])."""
     parent = fd_kinds(server_pid, data_file)
     pipes = [k for k in parent.values() if k.startswith("pipe:")]
     assert len(pipes) == 2 and len(set(pipes)) == 1, parent
     lifeline = pipes[0]
     syslog = {k: 1 for k in parent.values() if k == "syslog"}
     expected = {"stdio": 3, "listener": 1, lifeline: 2, "data file": 1,
-                **syslog}
+                "lock": 1, "eventfd": len(workers), "inotify": 1, **syslog}
     assert tally(parent) == expected, parent
     assert os.path.exists("/dev/log") or not syslog
     for worker in workers:
         kinds = fd_kinds(worker, data_file)
         expected = {"stdio": 3, "listener": 1, "epoll": 1, lifeline: 1,
-                    "data file": 1, **syslog}
+                    "data file": 1, "lock": 1, "eventfd": len(workers),
+                    **syslog}
         if connections.get(worker):
             expected["connection"] = connections[worker]
         assert tally(kinds) == expected, (worker, kinds)
