@@ -209,6 +209,40 @@ static void of_equals_the_one_holding_longest(void **state)
 	assert_int_equal(conntable_largest(&table), young);
 }
 
+/* Its packet waits for the lock (the bytes kept unparsed). */
+static void appending(uint32_t id)
+{
+	conn(id)->heard_from = true;
+	conn(id)->appending = true;
+	conn(id)->unparsed_len = 4;
+	conntable_update(&table, id);
+}
+
+static void packets_wait_for_the_lock_in_order_and_are_not_idle(void **state)
+{
+	uint32_t a, b, c;
+
+	(void)state;
+	a = accepted(0);
+	b = accepted(0);
+	c = accepted(0);
+	assert_int_equal(conntable_first_appending(&table), CONN_NONE);
+	appending(b);
+	appending(a);
+	assert_int_equal(conntable_first_appending(&table), b);
+	/* tried again and still waiting: it keeps its place */
+	conntable_update(&table, b);
+	assert_int_equal(conntable_first_appending(&table), b);
+	/* waiting is not idle: only c may be closed to make room */
+	assert_int_equal(conntable_evictable(&table, 100 * SECOND), c);
+	conn(b)->appending = false;
+	conn(b)->unparsed_len = 0;
+	answered(b, 50 * SECOND);
+	assert_int_equal(conntable_first_appending(&table), a);
+	conntable_remove(&table, a);
+	assert_int_equal(conntable_first_appending(&table), CONN_NONE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -220,6 +254,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(a_packet_under_way_is_never_evictable, setup, teardown),
 		cmocka_unit_test_setup_teardown(buffered_bytes_are_accounted_and_the_largest_named, setup, teardown),
 		cmocka_unit_test_setup_teardown(of_equals_the_one_holding_longest, setup, teardown),
+		cmocka_unit_test_setup_teardown(packets_wait_for_the_lock_in_order_and_are_not_idle, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

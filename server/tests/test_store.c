@@ -7,10 +7,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -328,6 +330,87 @@ static void remove_deletes_our_file(void **state)
 	assert_int_equal(access(fx->path, F_OK), -1);
 }
 
+static void busy_lock_is_not_waited_for(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_identity id;
+	struct store a, b;
+	off_t end = 0;
+
+	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
+	assert_int_equal(store_open(&a, fx->path, &id), 0);
+	assert_int_equal(store_open(&b, fx->path, &id), 0);
+	/* a holds the lock (a worker stopped in its append, say) */
+	assert_int_equal(flock(a.lock_fd, LOCK_EX), 0);
+	assert_int_equal(store_append(&b, "later\n", 6, &end), STORE_BUSY);
+	assert_int_equal(flock(a.lock_fd, LOCK_UN), 0);
+	assert_int_equal(store_append(&b, "later\n", 6, &end), STORE_OK);
+	assert_int_equal(end, 6);
+	store_close(&a);
+	store_close(&b);
+	store_remove(fx->path, &id);
+}
+
+static void a_reader_locking_the_file_does_not_stop_appends(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_identity id;
+	struct store s;
+	off_t end = 0;
+	int reader;
+
+	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
+	assert_int_equal(store_open(&s, fx->path, &id), 0);
+	reader = open(fx->path, O_RDONLY);
+	assert_true(reader >= 0);
+	assert_int_equal(flock(reader, LOCK_EX), 0);
+	assert_int_equal(store_append(&s, "goes on\n", 8, &end), STORE_OK);
+	close(reader);
+	store_close(&s);
+	store_remove(fx->path, &id);
+}
+
+static void created_0640_whatever_the_umask(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_identity id;
+	mode_t masks[] = { 0, 022, 077 }, old;
+	struct stat st;
+	size_t i;
+
+	for (i = 0; i < sizeof(masks) / sizeof(masks[0]); i++) {
+		old = umask(masks[i]);
+		assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
+		umask(old);
+		assert_int_equal(stat(fx->path, &st), 0);
+		assert_int_equal(st.st_mode & 07777, 0640);
+		store_remove(fx->path, &id);
+	}
+}
+
+static void changes_at_the_path_are_seen_once(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_identity id;
+	struct pollfd watch = { .events = POLLIN };
+	int last = 0, seen;
+
+	assert_int_equal(store_prepare(fx->path, -1, -1, &id), 0);
+	watch.fd = store_watch(fx->path);
+	assert_true(watch.fd >= 0);
+	assert_int_equal(poll(&watch, 1, 0), 0);
+	assert_int_equal(unlink(fx->path), 0);
+	assert_int_equal(poll(&watch, 1, 1000), 1);
+	store_check_path(fx->path, &id, watch.fd, &last);
+	assert_int_not_equal(last, 0);
+	seen = last;
+	store_check_path(fx->path, &id, watch.fd, &last);
+	assert_int_equal(last, seen);
+	assert_int_equal(poll(&watch, 1, 0), 0);	/* events taken */
+	close(watch.fd);
+	store_remove(fx->path, &id);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -354,6 +437,15 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(remove_deletes_our_file, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(busy_lock_is_not_waited_for,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			a_reader_locking_the_file_does_not_stop_appends, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(created_0640_whatever_the_umask,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			changes_at_the_path_are_seen_once, setup, teardown),
 	};
 
 	log_open(false);
