@@ -42,7 +42,7 @@ static const char usage_text[] =
 	"  -w, --workers N           worker processes, each serving many\n"
 	"                            connections, 1-256 (default: one per CPU,\n"
 	"                            at least 2); --max-workers is an old name\n"
-	"  -B, --buffer-budget BYTES  bytes of unfinished packets that all\n"
+	"  -B, --buffer-budget BYTES  bytes of packets not yet stored that all\n"
 	"                            workers may hold (default 33554432); when\n"
 	"                            full, the client holding most is cut off\n"
 	"  -m, --max-packet BYTES    longest packet, newline included\n"
