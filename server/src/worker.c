@@ -369,6 +369,8 @@ static bool take_place(struct worker *w, uint32_t *victim)
 	unsigned cap = w->setup->max_connections;
 
 	*victim = CONN_NONE;
+	if (w->table.open >= w->table.capacity)	/* the census lies */
+		return false;
 	if (census_take_place(w->census, w->me, w->table.open, cap))
 		return true;
 	*victim = find_room(w);

@@ -40,6 +40,15 @@ def exchange(sock, packet, expected):
     return expected
 
 
+def answered_in_order(expected, *waiting):
+    """Each (socket, packet) in waiting, a packet sent earlier, is answered
+    in that order: the file grows by each in turn.  Returns the file."""
+    for sock, packet in waiting:
+        expected += packet
+        assert recv_until_suffix(sock, packet) == expected
+    return expected
+
+
 def unanswered(sock, seconds=0.5):
     """True if nothing arrives on sock for that long (not scaled), and the
     server has not closed it either."""
@@ -59,6 +68,22 @@ def idle_for(seconds):
 
 # ------------------------------------------------------ the connection cap
 
+def established_then_silent(make_server, pause):
+    """-c 4 -w 2 -i 0, at the cap: two clients idle after an exchange on
+    the first worker, then, pause seconds later, two silent ones on the
+    second.  Returns the server, both workers, both pairs of sockets and
+    the file's content."""
+    server = make_server("-c", "4", "-w", "2", "-i", "0")
+    first, second = wait_workers(server, 2)
+    established = [connect_on(server, first) for _ in range(2)]
+    expected = b""
+    for i, sock in enumerate(established):
+        expected = exchange(sock, b"established %d\n" % i, expected)
+    idle_for(pause)
+    silent = [connect_on(server, second) for _ in range(2)]
+    return server, first, second, established, silent, expected
+
+
 def test_cap_closes_a_silent_connection_on_another_worker_first(make_server):
     """-c 4 -w 2: two clients exchange a packet on the first worker; half
     a second later two clients connect to the second and send nothing;
@@ -71,14 +96,8 @@ def test_cap_closes_a_silent_connection_on_another_worker_first(make_server):
     the fifth client, closes one of its own established clients.  Fails
     under the mutation "census_first_idle() returns the caller whenever
     it has an idle connection" (census.c)."""
-    server = make_server("-c", "4", "-w", "2", "-i", "0")
-    first, second = wait_workers(server, 2)
-    established = [connect_on(server, first) for _ in range(2)]
-    expected = b""
-    for i, sock in enumerate(established):
-        expected = exchange(sock, b"established %d\n" % i, expected)
-    idle_for(0.5)
-    silent = [connect_on(server, second) for _ in range(2)]
+    server, first, second, established, silent, expected = \
+        established_then_silent(make_server, 0.5)
     idle_for(1.3)
     try:
         with server.connect() as fifth:
@@ -137,13 +156,8 @@ def test_new_client_at_the_cap_waits_only_for_room(make_server):
     Fails under the mutation "decline() wakes nobody" (worker.c) only
     when the kernel wakes the worker at its cap; and under "census_open()
     returns the cap" always."""
-    server = make_server("-c", "4", "-w", "2", "-i", "0")
-    first, second = wait_workers(server, 2)
-    established = [connect_on(server, first) for _ in range(2)]
-    expected = b""
-    for i, sock in enumerate(established):
-        expected = exchange(sock, b"established %d\n" % i, expected)
-    silent = [connect_on(server, second) for _ in range(2)]
+    server, first, second, established, silent, expected = \
+        established_then_silent(make_server, 0)
     idle_for(1.2)
     silent.pop().close()
     server.wait_log(CLOSED, count=2)    # the probe's and this one
@@ -322,20 +336,26 @@ def test_another_user_can_neither_read_nor_lock_the_data_file(make_server):
         subprocess.run(["rm", "-rf", directory], check=False)
 
 
-def start_with_lock_holder(make_server, faultshim, *args):
-    """-w 2 under the fault shim: a client idle on the first worker, which
-    then stops (SIGSTOP) holding the appenders' lock in the middle of
-    its append of "held\\n".  Returns the server, the stopped worker, the
-    other one, that client and the file's content before."""
-    server = make_server("-w", "2", *args, env=faultshim.env())
-    holder, other = wait_workers(server, 2)
-    client = connect_on(server, holder)
-    expected = exchange(client, b"before\n", b"")
+def stop_holding_the_lock(faultshim, holder, client):
+    """The worker holder stops (SIGSTOP) holding the appenders' lock, in
+    the middle of its append of its client's packet "held\\n"."""
     faultshim.set("flock stop-once")
     client.sendall(b"held\n")
     wait_until(lambda: process_state(holder) in ("T", None), scaled(5),
                what="the worker to stop holding the lock")
     faultshim.clear()
+
+
+def start_with_lock_holder(make_server, faultshim, *args):
+    """-w 2 under the fault shim: a client idle on the first worker, which
+    then stops holding the lock (stop_holding_the_lock).  Returns the
+    server, the stopped worker, the other one, that client and the file's
+    content before."""
+    server = make_server("-w", "2", *args, env=faultshim.env())
+    holder, other = wait_workers(server, 2)
+    client = connect_on(server, holder)
+    expected = exchange(client, b"before\n", b"")
+    stop_holding_the_lock(faultshim, holder, client)
     return server, holder, other, client, expected
 
 
@@ -356,10 +376,11 @@ def test_while_appends_wait_for_the_lock_nothing_else_waits(make_server,
     server, holder, other, client, expected = start_with_lock_holder(
         make_server, faultshim, "-i", "3")
     # only the other worker accepts now
+    before = len(log_lines(server, ACCEPTED, other))
     waiting, part, silent = server.connect(), server.connect(), None
     try:
         server.wait_log(ACCEPTED, count=4)
-        assert len(log_lines(server, ACCEPTED, other)) == 2
+        assert len(log_lines(server, ACCEPTED, other)) == before + 2
         waiting.sendall(b"waits 1\n")
         part.sendall(b"part of")
         wait_server_read_everything(server, part)
@@ -375,12 +396,9 @@ def test_while_appends_wait_for_the_lock_nothing_else_waits(make_server,
         assert not log_lines(server, r"Worker \d+ (killed|exited)")
     finally:
         os.kill(holder, signal.SIGCONT)
-    expected += b"held\n"
-    assert recv_until_suffix(client, b"held\n") == expected
-    expected += b"waits 1\n"
-    assert recv_until_suffix(waiting, b"waits 1\n") == expected
-    expected += b"part of a packet\n"
-    assert recv_until_suffix(part, b"part of a packet\n") == expected
+    expected = answered_in_order(expected, (client, b"held\n"),
+                                 (waiting, b"waits 1\n"),
+                                 (part, b"part of a packet\n"))
     server.wait_log(r"Appends go on after \d+ ms waiting")
     for sock in (client, waiting, part, silent):
         sock.close()
@@ -414,11 +432,7 @@ def test_slow_reader_is_served_while_appends_wait(make_server, faultshim):
     wait_until(lambda: server_send_queue(server, slow) > 0, scaled(5),
                what="the slow reader's answer to be under way")
     first = recv_exactly(slow, 4096)
-    faultshim.set("flock stop-once")
-    client.sendall(b"held\n")
-    wait_until(lambda: process_state(holder) in ("T", None), scaled(5),
-               what="the worker to stop holding the lock")
-    faultshim.clear()
+    stop_holding_the_lock(faultshim, holder, client)
     waiting = connect_on(server, other)
     try:
         waiting.sendall(b"waits\n")
@@ -429,10 +443,7 @@ def test_slow_reader_is_served_while_appends_wait(make_server, faultshim):
         assert not log_lines(server, r"Worker \d+ (killed|exited|is stopped)")
     finally:
         os.kill(holder, signal.SIGCONT)
-    expected += b"held\n"
-    assert recv_until_suffix(client, b"held\n") == expected
-    expected += b"waits\n"
-    assert recv_until_suffix(waiting, b"waits\n") == expected
+    answered_in_order(expected, (client, b"held\n"), (waiting, b"waits\n"))
     for sock in (slow, client, waiting):
         sock.close()
 
