@@ -179,6 +179,44 @@ int census_first_idle(const struct census *c, unsigned me)
 	return first;
 }
 
+/* ------------------------------------------------ what a worker does */
+
+void census_publish(struct census *c, unsigned i, const struct conntable *t)
+{
+	uint32_t first = conntable_first_idle(t);
+
+	census_set_open(c, i, t->open);
+	if (first == CONN_NONE)
+		census_publish_idle(c, i, CENSUS_NOT_IDLE, 0);
+	else
+		census_publish_idle(c, i, t->slots[first].list == LIST_SILENT ?
+					  CENSUS_SILENT : CENSUS_SPOKE,
+				    t->slots[first].conn.since_ms);
+}
+
+uint32_t census_first_to_close(const struct census *c, unsigned i,
+			       const struct conntable *t, long long now)
+{
+	if (census_first_idle(c, i) != (int)i)
+		return CONN_NONE;
+	return conntable_evictable(t, now);
+}
+
+void census_turned_down(const struct census *c, unsigned i)
+{
+	int first = census_first_idle(c, i);
+	unsigned j;
+
+	if (first != CENSUS_NONE) {
+		if (first != (int)i)
+			census_kick(c, (unsigned)first);
+		return;
+	}
+	for (j = 0; j < c->workers; j++)
+		if (j != i)
+			census_kick(c, j);
+}
+
 /* ---------------------------------------------------------- wake-ups */
 
 void census_kick(const struct census *c, unsigned i)

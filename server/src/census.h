@@ -10,6 +10,8 @@
 #ifndef AESD_CENSUS_H
 #define AESD_CENSUS_H
 
+#include "conntable.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -46,6 +48,17 @@ unsigned long census_open(const struct census *c);
 void census_publish_idle(struct census *c, unsigned i, enum census_idle kind,
 			 long long since_ms);
 int census_first_idle(const struct census *c, unsigned i);
+
+/* What worker i publishes of its table t: its count of connections and
+ * the one it would close first.  Then, at the cap: the connection of t to
+ * close for a new client, if worker i holds the service's first one and
+ * it has been idle long enough at now (else CONN_NONE); and, when it has
+ * turned a client down, it wakes the worker that holds the first one, or
+ * if none is known every other, to look again. */
+void census_publish(struct census *c, unsigned i, const struct conntable *t);
+uint32_t census_first_to_close(const struct census *c, unsigned i,
+			       const struct conntable *t, long long now);
+void census_turned_down(const struct census *c, unsigned i);
 
 /* Wakes worker i (its kick eventfd becomes readable); worker i takes the
  * wake-up back with census_kicked(). */

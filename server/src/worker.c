@@ -94,30 +94,12 @@ static int watch(struct worker *w, uint32_t id)
 	return 0;
 }
 
-/* Tells the other workers which connection this one would close first at
- * the cap. */
-static void publish_idle(struct worker *w)
-{
-	uint32_t first = conntable_first_idle(&w->table);
-	const struct conn_slot *s;
-
-	if (first == CONN_NONE) {
-		census_publish_idle(w->census, w->me, CENSUS_NOT_IDLE, 0);
-		return;
-	}
-	s = &w->table.slots[first];
-	census_publish_idle(w->census, w->me,
-			    s->list == LIST_SILENT ? CENSUS_SILENT : CENSUS_SPOKE,
-			    s->conn.since_ms);
-}
-
 static void close_conn(struct worker *w, uint32_t id)
 {
 	deadlines_clear(&w->deadlines, id);
 	conn_close(&w->table.slots[id].conn);
 	conntable_remove(&w->table, id);
-	census_set_open(w->census, w->me, w->table.open);
-	publish_idle(w);
+	census_publish(w->census, w->me, &w->table);
 }
 
 /* Closes the connections buffering most until the rest fit this worker's
@@ -164,7 +146,7 @@ static void after_serving(struct worker *w, uint32_t id, enum conn_want want)
 	else
 		deadlines_clear(&w->deadlines, id);
 	conntable_update(&w->table, id);
-	publish_idle(w);
+	census_publish(w->census, w->me, &w->table);
 	keep_to_budget(w);
 }
 
@@ -261,16 +243,6 @@ static void set_listening(struct worker *w, bool on)
 	w->listening = on;
 }
 
-/* At the cap: whether this worker holds the service's first connection to
- * close (never-spoke before spoke, then longest idle) and it has been idle
- * long enough; that one, or CONN_NONE. */
-static uint32_t first_to_close(struct worker *w, long long now)
-{
-	if (census_first_idle(w->census, w->me) != (int)w->me)
-		return CONN_NONE;
-	return conntable_evictable(&w->table, now);
-}
-
 /* The connection to close for a new client, or CONN_NONE.  One with bytes
  * the kernel holds for it is not idle: those are served first (and one
  * the client closed is closed), and the next one is looked at. */
@@ -278,7 +250,8 @@ static uint32_t find_room(struct worker *w)
 {
 	uint32_t id;
 
-	while ((id = first_to_close(w, now_ms())) != CONN_NONE) {
+	while ((id = census_first_to_close(w->census, w->me, &w->table,
+					   now_ms())) != CONN_NONE) {
 		const struct conn_slot *s = &w->table.slots[id];
 		char byte;
 
@@ -300,37 +273,18 @@ static long long update_listening(struct worker *w, long long now)
 
 	/* Published anew each time round: whatever another process wrote over
 	 * this worker's entry lasts no longer than that. */
-	census_set_open(w->census, w->me, w->table.open);
-	publish_idle(w);
+	census_publish(w->census, w->me, &w->table);
 	if (w->accept_again_ms > now) {
 		on = false;
 		again = w->accept_again_ms - now;
 	} else if (census_open(w->census) >= w->setup->max_connections &&
-		   first_to_close(w, now) == CONN_NONE) {
+		   census_first_to_close(w->census, w->me, &w->table, now) ==
+			   CONN_NONE) {
 		on = false;
 		again = AT_CAP_RECHECK_MS;
 	}
 	set_listening(w, on);
 	return again;
-}
-
-/* At the cap and not the one to make room: stop listening, and wake the
- * worker that is, which listens once it looks; if none is known, every
- * other worker looks again (what it publishes is then new too). */
-static void decline(struct worker *w)
-{
-	int first = census_first_idle(w->census, w->me);
-	unsigned i;
-
-	set_listening(w, false);
-	if (first != CENSUS_NONE) {
-		if (first != (int)w->me)
-			census_kick(w->census, (unsigned)first);
-		return;
-	}
-	for (i = 0; i < census_workers(w->census); i++)
-		if (i != w->me)
-			census_kick(w->census, i);
 }
 
 /* Returns true to try accept() again at once. */
@@ -386,7 +340,7 @@ static void open_conn(struct worker *w, int fd,
 	uint32_t id;
 	struct conn *c = conntable_add(&w->table, &id);
 
-	census_set_open(w->census, w->me, w->table.open);
+	census_publish(w->census, w->me, &w->table);
 	listener_peer_name(peer, name);
 	conn_open(c, fd, name, w->setup->limits->max_packet, now_ms());
 	/* A client's first packet has usually arrived by now: it is answered
@@ -405,7 +359,8 @@ static void accept_client(struct worker *w)
 	int fd;
 
 	if (!take_place(w, &victim)) {
-		decline(w);
+		set_listening(w, false);
+		census_turned_down(w->census, w->me);
 		return;
 	}
 	do {
@@ -571,7 +526,7 @@ static int set_up_loop(struct worker *w)
 		log_errno("Cannot allocate %u connection slots: calloc", slots);
 		return -1;
 	}
-	publish_idle(w);
+	census_publish(w->census, w->me, &w->table);
 	return watch_fd(w, s->lifeline, ID_LIFELINE) == 0 &&
 	       watch_fd(w, census_kick_fd(w->census, w->me), ID_KICK) == 0 ?
 		       0 : -1;
