@@ -377,9 +377,9 @@ static void accept_client(struct worker *w)
 		const struct conn *old = &w->table.slots[victim].conn;
 
 		log_msg(LOG_NOTICE,
-			"Closing idle connection from %s to make room (%lu open), %s for %lld ms",
+			"Closing idle connection from %s to make room (%lu open): %s for %lld ms",
 			old->peer, census_open(w->census) - 1,
-			old->heard_from ? "idle" : "silent since it connected",
+			old->heard_from ? "idle" : "silent",
 			now_ms() - old->since_ms);
 		close_conn(w, victim);
 	}

@@ -108,7 +108,7 @@ def test_cap_closes_a_silent_connection_on_another_worker_first(make_server):
         for i, sock in enumerate(established):
             expected = exchange(sock, b"still here %d\n" % i, expected)
         assert len(log_lines(server, r"Closing idle connection from "
-                                     r"127\.0\.0\.1 to make room \(4 open\), "
+                                     r"127\.0\.0\.1 to make room \(4 open\): "
                                      r"silent", second)) == 1
         assert not log_lines(server, "Closing idle connection", first)
     finally:
@@ -206,7 +206,7 @@ def test_connection_with_bytes_in_the_kernel_is_not_idle(make_server):
         assert recv_until_suffix(b, b"bee\n", timeout=10) == b"hello\nbee\n"
         assert read_bytes(server.data_file) == b"hello\nbee\n"
         assert len(log_lines(server, r"Closing idle connection from .* "
-                                     r"\(1 open\), idle for")) == 1
+                                     r"\(1 open\): idle for")) == 1
     finally:
         for sock in (a, b):
             if sock is not None:
