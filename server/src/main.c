@@ -108,6 +108,8 @@ static int start(struct server *s, int systemd_fd)
 		return -1;
 	choose_workers(&s->opts);
 	fit_descriptor_limit(&s->opts);
+	if (!s->opts.syscall_filter)
+		log_msg(LOG_WARNING, "The system call filter is off (--no-syscall-filter): a worker taken over by a client can make any system call its user may");
 	return 0;
 }
 
@@ -125,6 +127,7 @@ static struct supervisor *start_serving(struct server *s)
 			.user = s->opts.user,
 			.uid = s->uid,
 			.gid = s->gid,
+			.syscall_filter = s->opts.syscall_filter,
 		},
 	};
 	struct supervisor *sup;

@@ -427,6 +427,15 @@ static int get_ready(struct worker *w)
 	return set_up_loop(w);
 }
 
+/* From here on only the system calls serving needs (sandbox.h): a
+ * client that takes this process over can do no more than that. */
+static int confine(const struct worker_setup *s)
+{
+	struct sandbox_worker rules = { s->listen_fd, log_socket(), s->report };
+
+	return s->syscall_filter ? sandbox_confine(&rules) : 0;
+}
+
 static void report_ready(int ready_fd)
 {
 	if (ready_fd < 0)
@@ -456,7 +465,7 @@ void worker_run(const struct worker_setup *setup)
 	int status;
 
 	w.store.fd = -1;
-	if (get_ready(&w) != 0)
+	if (get_ready(&w) != 0 || confine(setup) != 0)
 		_exit(WORKER_CANNOT_START);
 	report_ready(setup->ready_fd);
 	log_startup_done();	/* from now on, stderr only with -s */

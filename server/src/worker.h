@@ -17,8 +17,10 @@
 #define AESD_WORKER_H
 
 #include "connection.h"
+#include "sandbox.h"
 #include "store.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -39,6 +41,8 @@ struct worker_setup {
 	const char *user;	/* NULL: keep the parent's user */
 	uid_t uid;
 	gid_t gid;
+	bool syscall_filter;	/* confine it once ready (sandbox.h) */
+	struct sandbox_report *report;	/* what the filter killed it for */
 };
 
 /* Descriptors a worker needs besides its connections. */

@@ -348,7 +348,7 @@ def test_persistent_accept_error_backs_off_in_the_worker(make_server,
     """accept() keeps failing: the worker that tries pauses accepting for
     100 ms, then 200, 400, 800 (logged), and nobody forks or exits; once
     the fault is gone, the waiting client is served."""
-    server = make_server("-w", "2", env=faultshim.env())
+    server = make_server("-w", "2", *shim.UNCONFINED, env=faultshim.env())
     workers = wait_workers(server, 2)
     expected = assert_served(server, b"")
     faultshim.set("accept4 EINVAL", "accept EINVAL")

@@ -306,7 +306,7 @@ def test_worker_hung_holding_the_lock_is_killed(make_server, faultshim):
     client on); under the mutation "check_stopped() returns -1 at once"
     (supervisor.c) every append waits for the lock, and the fresh client
     is not answered within 1 s."""
-    server = make_server("-w", "3", env=faultshim.env())
+    server = make_server("-w", "3", *shim.UNCONFINED, env=faultshim.env())
     workers = wait_workers(server, 3)
     idle, expected = placed_clients(server, workers, b"")
     victim, survivors = workers[0], workers[1:]
