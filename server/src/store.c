@@ -68,15 +68,18 @@ int store_prepare(const char *path, uid_t uid, gid_t gid,
 		log_errno("Cannot create data file %s", path);
 		return -1;
 	}
-	if ((uid != (uid_t)-1 || gid != (gid_t)-1) &&
-	    fchown(fd, uid, gid) != 0) {
-		log_errno("Cannot hand data file %s to the service user", path);
+	if (fstat(fd, &st) != 0) {
+		log_errno("Cannot examine data file %s", path);
 		close(fd);
 		unlink(path);
 		return -1;
 	}
-	if (fstat(fd, &st) != 0) {
-		log_errno("Cannot examine data file %s", path);
+	/* Not when it is the service user's already (a parent running as
+	 * that user, which may not chown at all under the unit's filter). */
+	if (((uid != (uid_t)-1 && uid != st.st_uid) ||
+	     (gid != (gid_t)-1 && gid != st.st_gid)) &&
+	    fchown(fd, uid, gid) != 0) {
+		log_errno("Cannot hand data file %s to the service user", path);
 		close(fd);
 		unlink(path);
 		return -1;
