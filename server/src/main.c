@@ -108,8 +108,6 @@ static int start(struct server *s, int systemd_fd)
 		return -1;
 	choose_workers(&s->opts);
 	fit_descriptor_limit(&s->opts);
-	if (!s->opts.syscall_filter)
-		log_msg(LOG_WARNING, "The system call filter is off (--no-syscall-filter): a worker taken over by a client can make any system call its user may");
 	return 0;
 }
 
@@ -204,6 +202,9 @@ int main(int argc, char *argv[])
 		s->opts.max_connections, s->opts.buffer_budget);
 	lifecycle_report_ready(s->ready_fd, true);
 	log_startup_done();
+	/* in the log, not on stderr: a choice, not a failure to start */
+	if (!s->opts.syscall_filter)
+		log_msg(LOG_WARNING, "The system call filter is off (--no-syscall-filter): a worker taken over by a client can make any system call its user may");
 	supervisor_run(supervisor);
 	log_msg(LOG_INFO, "Caught signal, exiting");
 	close(s->listen_fd);

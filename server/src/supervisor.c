@@ -121,6 +121,12 @@ static long long fork_missing(struct supervisor *s)
 	return -1;
 }
 
+static bool killed_by_filter(const struct supervisor *s, int status)
+{
+	return WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS &&
+	       s->config.worker.syscall_filter;
+}
+
 /* A worker the system call filter killed: which call, from what its
  * SIGSYS handler recorded (named, never acted on). */
 static void describe_filter_kill(const struct supervisor *s,
@@ -146,8 +152,7 @@ static void describe_exit(struct supervisor *s, const struct slot *w,
 		 * does just before it signals this process too */
 		priority = LOG_NOTICE;
 		snprintf(what, sizeof(what), "Worker %ld stopped", (long)w->pid);
-	} else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS &&
-		   s->config.worker.syscall_filter)
+	} else if (killed_by_filter(s, status))
 		describe_filter_kill(s, w, what, sizeof(what));
 	else if (WIFSIGNALED(status))
 		snprintf(what, sizeof(what), "Worker %ld killed by signal %d",
@@ -249,7 +254,10 @@ static void reap(struct supervisor *s)
 				mark_stopped(s, i, WIFSTOPPED(status));
 				continue;
 			}
-			if (!s->stopping && !lifecycle_stop_requested())
+			/* a filter kill is logged even at a stop: it means
+			 * an attacker or a call missing from the allow-list */
+			if ((!s->stopping && !lifecycle_stop_requested()) ||
+			    killed_by_filter(s, status))
 				describe_exit(s, w, status);
 			/* its connections are gone with it */
 			__atomic_store_n(&s->census[i], 0, __ATOMIC_RELAXED);

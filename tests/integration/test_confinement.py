@@ -37,9 +37,11 @@ from server_harness import (UNDER_VALGRIND, assert_served, connect_on,
                             status_field, tcp_socket_states, wait_until,
                             wait_workers)
 
-pytestmark = pytest.mark.skipif(
-    UNDER_VALGRIND, reason="the valgrind stage runs without the system call "
-                           "filter (--no-syscall-filter)")
+pytestmark = [
+    pytest.mark.skipif(UNDER_VALGRIND,
+                       reason="the valgrind stage runs without the system "
+                              "call filter (--no-syscall-filter)"),
+    pytest.mark.filter_kills]
 
 GDB = shutil.which("gdb")
 EACCES, EAFNOSUPPORT = 13, 97

@@ -11,9 +11,9 @@ import uuid
 import pytest
 
 import faultshim as shim
-from server_harness import (BINARY, UNDER_VALGRIND, WRAPPER, assert_served,
-                            connect_on, fd_targets, free_port, grow_file,
-                            live_children, pid_alive, port_accepts,
+from server_harness import (BINARY, FILTER_ARGS, UNDER_VALGRIND, WRAPPER,
+                            assert_served, connect_on, fd_targets, free_port,
+                            grow_file, live_children, pid_alive, port_accepts,
                             read_bytes, recv_exactly, recv_until_suffix,
                             scaled, socket_inode, tcp_socket_states,
                             unix_socket_types, wait_server_read_everything,
@@ -32,7 +32,8 @@ def no_core_dumps():
 def start_daemon(args, cwd=None, prefix=()):
     """Runs aesdsocket -d; returns the CompletedProcess of the foreground
     part (which exits once the daemon is ready, or has failed)."""
-    return subprocess.run(list(prefix) + WRAPPER + [BINARY, "-d"] + args,
+    return subprocess.run(list(prefix) + WRAPPER + [BINARY, "-d"] +
+                          FILTER_ARGS + args,
                           capture_output=True, stdin=subprocess.DEVNULL,
                           timeout=scaled(20), cwd=cwd,
                           preexec_fn=no_core_dumps)

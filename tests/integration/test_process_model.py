@@ -21,9 +21,9 @@ import time
 import pytest
 
 import faultshim as shim
-from server_harness import (BINARY, IS_ROOT, WRAPPER, assert_served,
-                            connect_on, expect_start_failure, free_port,
-                            grow_file, live_children, log_lines,
+from server_harness import (BINARY, FILTER_ARGS, IS_ROOT, WRAPPER,
+                            assert_served, connect_on, expect_start_failure,
+                            free_port, grow_file, live_children, log_lines,
                             open_after_one_exchange, pid_alive, port_accepts,
                             proc_exists, raise_nofile, read_bytes,
                             recv_exactly, recv_until_suffix, scaled,
@@ -571,7 +571,8 @@ def test_worker_that_cannot_start_at_start_up_fails_it(make_server,
 
         port = free_port()
         pidfile = tmp_path / "daemon.pid"
-        command = WRAPPER + [BINARY, "-d", "-p", str(port), "-f", data_file,
+        command = WRAPPER + [BINARY, *FILTER_ARGS, "-d", "-p", str(port),
+                             "-f", data_file,
                              "-P", str(pidfile), "--user", "nobody"]
         daemon = subprocess.run(command, env=faultshim.env(),
                                 capture_output=True, stdin=subprocess.DEVNULL,
