@@ -12,6 +12,9 @@
  *   fork -n N                fork()+_exit()+waitpid() cost in microseconds
  *   thread -n N              pthread_create()+join cost in microseconds
  *   freeport                 print a TCP port that is free on 127.0.0.1
+ *   seccomp -n N             nanoseconds per call of a worker's frequent
+ *                            calls, without and then with the workers'
+ *                            own system call filter (server/src/sandbox.c)
  * Output: key=value pairs on stdout. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,10 +30,13 @@
 #include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "sandbox.h"
 #include "util.h"
 
 
@@ -363,6 +369,64 @@ static int probe_fork(unsigned n, int threads)
 	return 0;
 }
 
+/* ns per call, n calls each, of three calls a worker makes all the time,
+ * in the filter's order: getpid (the log line's pid), fstat (the file's
+ * size at each append) and recv (each read of a client). */
+static void time_calls(unsigned n, int fd, double ns[3])
+{
+	struct stat st;
+	char byte;
+	uint64_t t;
+	unsigned i;
+
+	t = now_ns();
+	for (i = 0; i < n; i++)
+		syscall(SYS_getpid);
+	ns[0] = (double)(now_ns() - t) / n;
+	t = now_ns();
+	for (i = 0; i < n; i++)
+		fstat(fd, &st);
+	ns[1] = (double)(now_ns() - t) / n;
+	t = now_ns();
+	for (i = 0; i < n; i++)
+		recv(fd, &byte, 1, MSG_DONTWAIT);	/* EAGAIN */
+	ns[2] = (double)(now_ns() - t) / n;
+}
+
+/* What the workers' filter costs per call: the same calls, in a child,
+ * before and after it loads the server's own filter. */
+static int probe_seccomp(unsigned n)
+{
+	int sv[2], st;
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+		die("socketpair");
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		struct sandbox_worker w = { -1, -1, NULL };
+		double off[3], on[3];
+
+		time_calls(n, sv[0], off);	/* warm up */
+		time_calls(n, sv[0], off);
+		if (sandbox_confine(&w) != 0)
+			_exit(1);
+		time_calls(n, sv[0], on);
+		printf("probe=seccomp count=%u getpid_off_ns=%.1f getpid_on_ns=%.1f "
+		       "fstat_off_ns=%.1f fstat_on_ns=%.1f recv_off_ns=%.1f "
+		       "recv_on_ns=%.1f\n", n, off[0], on[0], off[1], on[1],
+		       off[2], on[2]);
+		fflush(stdout);
+		_exit(0);
+	}
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	unsigned long long size = 64ull << 20, reps = 10, count = 2000, port = 0;
@@ -373,7 +437,7 @@ int main(int argc, char **argv)
 	int c;
 
 	if (argc < 2 || argv[1][0] == '-') {
-		fprintf(stderr, "usage: aesdprobe sendfile|trivial|fork|thread|freeport [options]\n");
+		fprintf(stderr, "usage: aesdprobe sendfile|trivial|fork|thread|freeport|seccomp [options]\n");
 		return 2;
 	}
 	what = argv[1];
@@ -415,6 +479,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(what, "fork") || !strcmp(what, "thread"))
 		return probe_fork((unsigned)count, what[0] == 't');
+	if (!strcmp(what, "seccomp"))
+		return probe_seccomp((unsigned)count);
 	if (!strcmp(what, "freeport")) {
 		uint16_t p;
 		int fd = lo_listen(0, &p);
