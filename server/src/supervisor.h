@@ -9,8 +9,9 @@
  * signal and so no capability to signal another user.  Only a worker that
  * has not stopped after a grace period is killed.  The parent accepts no
  * connection, receives no descriptor and reads nothing a worker writes but
- * the one byte that says "ready" at start-up: a worker taken over by a
- * client has no way to steer it.
+ * the one byte that says "ready" at start-up, and the call a worker killed
+ * by its system call filter recorded, which only names it in a log line
+ * (sandbox.h): a worker taken over by a client has no way to steer it.
  */
 #ifndef AESD_SUPERVISOR_H
 #define AESD_SUPERVISOR_H

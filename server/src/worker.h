@@ -4,7 +4,8 @@
  * (the listening socket, the lifeline to the parent, the data file), drops
  * root when asked to, can never gain a privilege again (no_new_privs), dumps
  * no core, limits its descriptors to its share of the connections, reopens
- * the data file as its own open file description and says it is ready.
+ * the data file as its own open file description, confines itself to the
+ * system calls serving needs (sandbox.h) and says it is ready.
  * Then it accepts from the listening socket that every worker shares
  * (EPOLLEXCLUSIVE: one idle worker is woken per new connection), serves
  * each connection (connection.h) with non-blocking I/O, and enforces the
