@@ -394,8 +394,18 @@ def test_workers_dying_at_start_are_restarted_at_a_throttled_rate(
     faultshim.set("fork exit-child")    # every new worker exits at once
     since = shim.now_ms()
     started = time.monotonic()
-    for worker in workers:
-        os.kill(worker, signal.SIGKILL)
+    # Both deaths before the parent sees either: on a loaded machine this
+    # process may otherwise lose the CPU between the two kills for longer
+    # than the first 100 ms pause, and the exits then come in another
+    # order (one round of forks with one worker, then two), faster.
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        for worker in workers:
+            os.kill(worker, signal.SIGKILL)
+        wait_until(lambda: not any(pid_alive(w) for w in workers),
+                   scaled(5), what="both workers to die")
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
 
     def restarts_logged():
         return pauses_logged(server, r"Worker \d+ .*; next worker")
