@@ -196,9 +196,11 @@ build_server() {
 	# -ffile-prefix-map: no build directory in the binary, so that any clone
 	# builds the same bytes
 	# libseccomp's header and link library: from the arm64 packages
-	# unpacked in $pkgroot, the same version the image carries
+	# unpacked in $pkgroot, the same version the image carries. The
+	# second prefix map keeps $pkgroot's path out of the debug information
+	# too, and so out of the build ID that stripping keeps.
 	local vars=(BUILD=build/aarch64 CROSS_COMPILE="$cross"
-		CC="${cross}gcc -ffile-prefix-map=$src=."
+		CC="${cross}gcc -ffile-prefix-map=$src=. -ffile-prefix-map=$pkgroot=/"
 		CPPFLAGS="-I$pkgroot/usr/include"
 		LDFLAGS="-L$pkgroot/usr/lib/aarch64-linux-gnu")
 	make -s -C "$src" "${vars[@]}" all >&2
