@@ -54,6 +54,9 @@ stage_sanitize() {
 		"${PYTEST[@]}" tests/integration
 }
 
+# Its servers run with --no-syscall-filter (the harness adds it under
+# valgrind, which makes the program's system calls itself); every other
+# stage runs the workers confined.
 stage_valgrind() {
 	AESD_TIME_SCALE=10 AESDSOCKET_WRAPPER="valgrind --trace-children=yes \
 --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 \

@@ -12,6 +12,10 @@
  *   fork -n N                fork()+_exit()+waitpid() cost in microseconds
  *   thread -n N              pthread_create()+join cost in microseconds
  *   freeport                 print a TCP port that is free on 127.0.0.1
+ *   seccomp -n N             nanoseconds per call of a worker's frequent
+ *                            calls without and with the workers' own
+ *                            system call filter (server/src/sandbox.c), in
+ *                            20 alternating rounds, the least disturbed
  * Output: key=value pairs on stdout. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,10 +31,13 @@
 #include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "sandbox.h"
 #include "util.h"
 
 
@@ -363,6 +370,103 @@ static int probe_fork(unsigned n, int threads)
 	return 0;
 }
 
+/* ns per call, n calls each, of three calls a worker makes all the time,
+ * in the filter's order: getpid (the log line's pid), fstat (the file's
+ * size at each append) and recv (each read of a client). */
+static void time_calls(unsigned n, int fd, double ns[3])
+{
+	struct stat st;
+	char byte;
+	uint64_t t;
+	unsigned i;
+
+	t = now_ns();
+	for (i = 0; i < n; i++)
+		syscall(SYS_getpid);
+	ns[0] = (double)(now_ns() - t) / n;
+	t = now_ns();
+	for (i = 0; i < n; i++)
+		fstat(fd, &st);
+	ns[1] = (double)(now_ns() - t) / n;
+	t = now_ns();
+	for (i = 0; i < n; i++)
+		recv(fd, &byte, 1, MSG_DONTWAIT);	/* EAGAIN */
+	ns[2] = (double)(now_ns() - t) / n;
+}
+
+/* Rounds of the seccomp probe: the unconfined parent and the confined
+ * child take turns, so that a change in the machine's load hits both; each
+ * side's figure is its least disturbed round. */
+#define SECCOMP_ROUNDS 20
+
+static void keep_least(double best[3], const double ns[3], unsigned round)
+{
+	for (int i = 0; i < 3; i++)
+		if (round == 0 || ns[i] < best[i])
+			best[i] = ns[i];
+}
+
+/* The confined side: one round per byte on go, its figures back on done. */
+static void seccomp_child(int go, int done, int fd, unsigned n)
+{
+	struct sandbox_worker w = { -1, -1, NULL };
+	double ns[3];
+	char byte;
+
+	if (sandbox_confine(&w) != 0)
+		_exit(1);
+	while (read(go, &byte, 1) == 1) {
+		time_calls(n, fd, ns);
+		if (write(done, ns, sizeof(ns)) != (ssize_t)sizeof(ns))
+			_exit(1);
+	}
+	_exit(0);
+}
+
+/* What the workers' filter costs per call: the same calls in this process
+ * and in a child that has loaded the server's own filter, in turns. */
+static int probe_seccomp(unsigned n)
+{
+	int sv[2], go[2], done[2], st;
+	double off[3], on[3], ns[3];
+	unsigned per_round = n / SECCOMP_ROUNDS ? n / SECCOMP_ROUNDS : 1;
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0 || pipe(go) != 0 ||
+	    pipe(done) != 0)
+		die("socketpair/pipe");
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		close(go[1]);
+		close(done[0]);
+		seccomp_child(go[0], done[1], sv[0], per_round);
+	}
+	close(go[0]);
+	close(done[1]);
+	time_calls(per_round, sv[0], ns);	/* warm up */
+	for (unsigned r = 0; r < SECCOMP_ROUNDS; r++) {
+		time_calls(per_round, sv[0], ns);
+		keep_least(off, ns, r);
+		if (write(go[1], "", 1) != 1 ||
+		    read(done[0], ns, sizeof(ns)) != (ssize_t)sizeof(ns))
+			die("the confined child");
+		keep_least(on, ns, r);
+	}
+	close(go[1]);
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		return 1;
+	printf("probe=seccomp count=%u rounds=%u getpid_off_ns=%.1f "
+	       "getpid_on_ns=%.1f fstat_off_ns=%.1f fstat_on_ns=%.1f "
+	       "recv_off_ns=%.1f recv_on_ns=%.1f\n", per_round * SECCOMP_ROUNDS,
+	       SECCOMP_ROUNDS, off[0], on[0], off[1], on[1], off[2], on[2]);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	unsigned long long size = 64ull << 20, reps = 10, count = 2000, port = 0;
@@ -373,7 +477,7 @@ int main(int argc, char **argv)
 	int c;
 
 	if (argc < 2 || argv[1][0] == '-') {
-		fprintf(stderr, "usage: aesdprobe sendfile|trivial|fork|thread|freeport [options]\n");
+		fprintf(stderr, "usage: aesdprobe sendfile|trivial|fork|thread|freeport|seccomp [options]\n");
 		return 2;
 	}
 	what = argv[1];
@@ -415,6 +519,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(what, "fork") || !strcmp(what, "thread"))
 		return probe_fork((unsigned)count, what[0] == 't');
+	if (!strcmp(what, "seccomp"))
+		return probe_seccomp((unsigned)count);
 	if (!strcmp(what, "freeport")) {
 		uint16_t p;
 		int fd = lo_listen(0, &p);

@@ -148,6 +148,9 @@ header() {
 	if has server_b; then
 		echo "| compared with (B) | \`$(vals server_b path)\`, sha256 \`$(vals server_b sha256)\` |"
 	fi
+	if has u_churn_c1 || has u_stream; then
+		echo "| and with itself unconfined (U) | the same binary with \`--no-syscall-filter\` |"
+	fi
 	echo "| machine | $(nproc) CPUs, ${cpu_model:-unknown CPU}, Linux $(uname -r) |"
 	echo "| load average at the end | $(cut -d' ' -f1-3 /proc/loadavg) |"
 	echo "| runs | $RUNS, $1 |"
@@ -324,6 +327,46 @@ ab_section() {
 	done
 }
 
+# A against the same binary with its workers' filter off (run.sh -F).
+confinement_section() {
+	local i l what r c
+	has u_churn_c1 || has u_stream || return 0
+	echo
+	echo "## Confinement: A against itself with its filter off"
+	echo
+	echo "Each workload ran on A and on the same binary started with"
+	echo "\`--no-syscall-filter\` (U), back to back, each on a fresh server: A"
+	echo "first in odd runs, U first in even runs. A/U is the ratio of the two"
+	echo "throughputs within each run: the median, then every run's value."
+	echo "Issue 19's target: A within 3% of U (A/U ≥ 0.97)."
+	echo
+	echo "| workload | A | U | A/U | met | A CPU µs/request | U CPU µs/request |"
+	echo "|---|---|---|---|---|---|---|"
+	for ((i = 0; i < ${#AB_WORKLOADS[@]}; i += 2)); do
+		l=${AB_WORKLOADS[i]} what=${AB_WORKLOADS[i + 1]}
+		has "u_$l" || continue
+		r=$(ratio "$l" rate "u_$l" rate)
+		echo "| $what | $(fig "$l" rate) $(vals "$l" unit | head -n 1) | $(fig "u_$l" rate) | $(ratios "$l" rate "u_$l" rate | listing) | $(verdict "$r" ">=" 0.97) | $(vals "$l" server_cpu_us_per_req | median) | $(vals "u_$l" server_cpu_us_per_req | median) |"
+	done
+	has seccomp || return 0
+	echo
+	echo "The filter per call (\`aesdprobe seccomp\`), in ns: the same calls in"
+	echo "a process without the filter and in a child that loaded the workers'"
+	echo "own, taking turns for 20 rounds of 50,000 calls; each run's figure is"
+	echo "a side's least disturbed round. A call the filter allows whatever its"
+	echo "arguments (\`getpid\`, \`recvfrom\`) skips the filter through the"
+	echo "kernel's cache (Linux 5.11 and later) but still pays the slower way"
+	echo "into and out of the kernel that any filter brings; \`fstat\` (glibc's"
+	echo "\`newfstatat(fd, \"\", AT_EMPTY_PATH)\`) has its flags checked, so it"
+	echo "runs the filter."
+	echo
+	echo "| call | without the filter | with it | difference (medians) |"
+	echo "|---|---|---|---|"
+	for c in getpid fstat recv; do
+		echo "| \`$c\` | $(fig seccomp "${c}_off_ns") | $(fig seccomp "${c}_on_ns") | $(awk -v a="$(vals seccomp "${c}_on_ns" | median)" -v b="$(vals seccomp "${c}_off_ns" | median)" 'BEGIN { printf "%+.0f\n", a - b }') |"
+	done
+}
+
 limits_section() {
 	has sendfile || return 0
 	echo
@@ -495,27 +538,28 @@ memory_section() {
 	fi
 }
 
+# raw_section RAW: where run.sh keeps every result line (not in this page).
 raw_section() {
 	echo
 	echo "## Raw results"
 	echo
-	echo "Every line the generator and the probe printed (key=value), in run order."
-	echo
-	echo '```'
-	cat "$RESULTS"
-	echo '```'
+	echo "Every line the generator and the probes printed (key=value), in run"
+	echo "order, is in [$1]($1); \`bench/run.sh -i $1\` writes this page again"
+	echo "from them."
 }
 
-# report ELAPSED: the whole of BENCHMARKS.md.
+# report ELAPSED RAW: the whole of BENCHMARKS.md; RAW names the file of
+# result lines, next to it.
 report() {
 	header "$1"
 	echo
 	targets
 	ab_section
+	confinement_section
 	limits_section
 	workloads_section
 	held_section
 	slow_section
 	memory_section
-	raw_section
+	raw_section "$2"
 }

@@ -6,16 +6,21 @@
 # options), so the ratios pair figures taken minutes apart on the same
 # machine. Figures are medians over the runs, with each run's value alongside.
 #
-# usage: bench/run.sh [-r RUNS] [-o FILE] [-i RESULTS] [-a SERVER] [-b OLD] [-A]
+# usage: bench/run.sh [-r RUNS] [-o FILE] [-i RESULTS] [-a SERVER] [-b OLD] [-F] [-A]
 #   -r  runs (default 3); -o  output (default BENCHMARKS.md at the top of the
-#   repository); -i  measure nothing, write the report from the raw result
-#   lines of an earlier run (the block at the end of a BENCHMARKS.md).
+#   repository; the raw result lines go to BENCHMARKS-raw.txt beside it);
+#   -i  measure nothing, write the report from the raw result lines of an
+#   earlier run (a -raw.txt file, or the block at the end of an older
+#   BENCHMARKS.md).
 #   -a  the server to benchmark (default $AESDSOCKET, else server/aesdsocket)
 #   -b  A/B: also run churn, stream and bigread on OLD (default $AESDSOCKET_B),
 #       interleaved with the same workloads on the server, and report the
 #       same-run ratios server/OLD; and the slow workloads on OLD in the first
-#       run (about 3 minutes on issue 9's server); -A  only the A/B workloads
-#       (with the trivial server's churn, which a target compares with).
+#       run (about 3 minutes on issue 9's server); -F  also run churn, stream
+#       and bigread on the server with --no-syscall-filter (U), next to each
+#       of its own, and time the filter per call (aesdprobe seccomp): what
+#       the workers' confinement costs; -A  only those workloads (with the
+#       trivial server's churn, which a target compares with).
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh disable=SC1091
@@ -25,23 +30,25 @@ RUNS=3
 OUT="$REPO_DIR/BENCHMARKS.md"
 INPUT=
 AB_ONLY=
-while getopts "r:o:i:a:b:Ah" opt; do
+UNCONFINED=
+while getopts "r:o:i:a:b:FAh" opt; do
 	case $opt in
 	r) RUNS=$OPTARG ;;
 	o) OUT=$OPTARG ;;
 	i) INPUT=$OPTARG ;;
 	a) SERVER=$OPTARG ;;
 	b) SERVER_B=$OPTARG ;;
+	F) UNCONFINED=--no-syscall-filter ;;
 	A) AB_ONLY=1 ;;
-	h) sed -n '2,19p' "$0"; exit 0 ;;
+	h) sed -n '2,24p' "$0"; exit 0 ;;
 	*) exit 2 ;;
 	esac
 done
 case $RUNS in
 '' | *[!0-9]* | 0) echo "run.sh: -r needs a positive number" >&2; exit 2 ;;
 esac
-if [ -n "$AB_ONLY" ] && [ -z "$SERVER_B" ]; then
-	echo "run.sh: -A needs a server to compare with (-b OLD or AESDSOCKET_B)" >&2
+if [ -n "$AB_ONLY" ] && [ -z "$SERVER_B$UNCONFINED" ]; then
+	echo "run.sh: -A needs something to compare with (-b OLD, AESDSOCKET_B or -F)" >&2
 	exit 2
 fi
 
@@ -122,14 +129,22 @@ slow_load() {
 # ab_load RUN LABEL LOAD ARGS...: the workload on the server and, in A/B
 # mode, on SERVER_B (label b_LABEL) right after or right before it: odd
 # runs start with the server, even runs with B, so that a drift of the
-# machine's speed during a run favours neither side.
+# machine's speed during a run favours neither side.  With -F, the server
+# with its filter off (label u_LABEL) runs between the two, so it is next
+# to the server's own run on the same side as B.
 ab_load() {
 	local run=$1 label=$2
 	shift 2
 	if [ -n "$SERVER_B" ] && [ $((run % 2)) -eq 0 ]; then
 		SERVER=$SERVER_B server_load "$run" "b_$label" "" "$@"
 	fi
+	if [ -n "$UNCONFINED" ] && [ $((run % 2)) -eq 0 ]; then
+		server_load "$run" "u_$label" "$UNCONFINED" "$@"
+	fi
 	server_load "$run" "$label" "" "$@"
+	if [ -n "$UNCONFINED" ] && [ $((run % 2)) -eq 1 ]; then
+		server_load "$run" "u_$label" "$UNCONFINED" "$@"
+	fi
 	if [ -n "$SERVER_B" ] && [ $((run % 2)) -eq 1 ]; then
 		SERVER=$SERVER_B server_load "$run" "b_$label" "" "$@"
 	fi
@@ -149,6 +164,9 @@ started=$(date +%s)
 for run in $(seq 1 "$RUNS"); do
 	[ -z "$INPUT" ] || break
 	echo "run $run of $RUNS" >&2
+	if [ -n "$UNCONFINED" ]; then
+		record "$run" seccomp "$PROBE" seccomp -n 1000000
+	fi
 	if [ -z "$AB_ONLY" ]; then
 		record "$run" sendfile "$PROBE" sendfile -F 64M -r 8 -d "$WORK"
 		record "$run" fork "$PROBE" fork -n 300
@@ -177,5 +195,8 @@ elapsed="$(($(date +%s) - started)) s in all"
 
 # shellcheck source-path=SCRIPTDIR source=report.sh disable=SC1091
 . "$BENCH_DIR/report.sh"
-report "$elapsed" >"$OUT"
-echo "wrote $OUT ($elapsed)" >&2
+# The result lines go next to the page, not into it.
+RAW=${OUT%.md}-raw.txt
+[ "$INPUT" = "$RAW" ] || cp "$RESULTS" "$RAW"
+report "$elapsed" "$(basename "$RAW")" >"$OUT"
+echo "wrote $OUT and $RAW ($elapsed)" >&2

@@ -38,7 +38,10 @@ fi
 cross=aarch64-linux-gnu-
 
 # Arm64 packages that go into the image; their shared libraries are picked
-# from them by following the binaries' DT_NEEDED entries.
+# from them by following the binaries' DT_NEEDED entries. libseccomp-dev
+# only builds aesdsocket (its workers' system call filter): its header and
+# link library are used from the unpacked package, and only libseccomp2's
+# libseccomp.so.2 goes into the image.
 target_packages=(
 	busybox-static
 	dropbear-bin
@@ -50,6 +53,8 @@ target_packages=(
 	libtomcrypt1
 	libtommath1
 	zlib1g
+	libseccomp2
+	libseccomp-dev
 )
 # Programs (and links to them) copied from those packages
 target_programs=(
@@ -159,10 +164,17 @@ copy_path() {
 
 # copy_elf PATH: copy a program or library and, recursively, the libraries it needs
 copy_elf() {
-	local path=$1 soname dir found
+	local path=$1
 	[ -e "$root$path" ] && return 0
 	copy_path "$path"
-	for soname in $(needed_libs "$pkgroot$path"); do
+	copy_libs_of "$pkgroot$path" "$path"
+}
+
+# copy_libs_of FILE NAME: copy the libraries the ELF file FILE (NAME in the
+# image) needs, and theirs
+copy_libs_of() {
+	local soname dir found
+	for soname in $(needed_libs "$1"); do
 		found=
 		for dir in /lib/aarch64-linux-gnu /usr/lib/aarch64-linux-gnu; do
 			if [ -e "$pkgroot$dir/$soname" ]; then
@@ -171,7 +183,7 @@ copy_elf() {
 				break
 			fi
 		done
-		[ -n "$found" ] || die "library $soname (needed by $path) is in none of the packages"
+		[ -n "$found" ] || die "library $soname (needed by $2) is in none of the packages"
 	done
 }
 
@@ -183,8 +195,14 @@ build_server() {
 	tar -C "$top/server" --exclude=./aesdsocket --exclude=./build -cf - . | tar -C "$src" -xf -
 	# -ffile-prefix-map: no build directory in the binary, so that any clone
 	# builds the same bytes
+	# libseccomp's header and link library: from the arm64 packages
+	# unpacked in $pkgroot, the same version the image carries. The
+	# second prefix map keeps $pkgroot's path out of the debug information
+	# too, and so out of the build ID that stripping keeps.
 	local vars=(BUILD=build/aarch64 CROSS_COMPILE="$cross"
-		CC="${cross}gcc -ffile-prefix-map=$src=.")
+		CC="${cross}gcc -ffile-prefix-map=$src=. -ffile-prefix-map=$pkgroot=/"
+		CPPFLAGS="-I$pkgroot/usr/include"
+		LDFLAGS="-L$pkgroot/usr/lib/aarch64-linux-gnu")
 	make -s -C "$src" "${vars[@]}" all >&2
 	make -s -C "$src" "${vars[@]}" install DESTDIR="$root" PREFIX=/usr >&2
 	make -s -C "$src" "${vars[@]}" install-sysv DESTDIR="$root" >&2
@@ -194,6 +212,7 @@ build_server() {
 	# target-finalize deletes /usr/share/man, where make install puts the
 	# man page)
 	"${cross}strip" "$root/usr/bin/aesdsocket"
+	copy_libs_of "$root/usr/bin/aesdsocket" /usr/bin/aesdsocket
 	rm -rf "$root/usr/share/man"
 	rmdir "$root/usr/share" 2>/dev/null || true
 }

@@ -18,6 +18,13 @@ if [ -z "$missing" ]; then
 	exit 0
 fi
 echo "install-deps: installing$missing"
+# A package of another architecture (libseccomp-dev:arm64, for the cross
+# build) needs that architecture known to dpkg before apt-get update.
+for arch in $(echo "$missing" | tr ' ' '\n' | sed -n 's/^[^:]*:\(.*\)$/\1/p' | sort -u); do
+	if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+		$sudo dpkg --add-architecture "$arch"
+	fi
+done
 $sudo apt-get update -qq
 # shellcheck disable=SC2086 # one word per package
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing

@@ -393,8 +393,23 @@ int lifecycle_lookup_user(const char *name, uid_t *uid, gid_t *gid)
 	return 0;
 }
 
+/* Already wholly that user, as under a unit's User=: nothing to switch
+ * (and no privilege to switch with), nor a saved id to go back to. */
+static bool already(uid_t uid, gid_t gid)
+{
+	uid_t ruid, euid, suid;
+	gid_t rgid, egid, sgid;
+
+	return getresuid(&ruid, &euid, &suid) == 0 &&
+	       getresgid(&rgid, &egid, &sgid) == 0 && ruid == uid &&
+	       euid == uid && suid == uid && rgid == gid && egid == gid &&
+	       sgid == gid;
+}
+
 int lifecycle_drop_privileges(const char *name, uid_t uid, gid_t gid)
 {
+	if (already(uid, gid))
+		return 0;
 	if (setgroups(0, NULL) != 0) {
 		log_errno("Cannot switch to user %s: setgroups", name);
 		return -1;

@@ -52,6 +52,8 @@ void pidfile_remove(const char *path);
 
 /* Looks up a user for lifecycle_drop_privileges. */
 int lifecycle_lookup_user(const char *name, uid_t *uid, gid_t *gid);
+/* Becomes that user, with no supplementary groups; a process that is
+ * already wholly that user (a systemd unit's User=) is left as it is. */
 int lifecycle_drop_privileges(const char *name, uid_t uid, gid_t gid);
 
 #endif

@@ -1,42 +1,41 @@
-/* log: syslog with an optional copy on stderr. */
+/* log: syslog datagrams, with an optional copy on stderr. */
 #include "log.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #ifndef _PATH_LOG
 #define _PATH_LOG "/dev/log"
 #endif
+#define IDENT "aesdsocket"
 
 static bool log_to_stderr;
 static bool starting = true;
+static int log_fd = -1;		/* unconnected: every line is addressed */
+static const struct sockaddr_un log_address = {
+	.sun_family = AF_UNIX,
+	.sun_path = _PATH_LOG,
+};
 
-/* glibc's syslog() tries to reconnect on every call while /dev/log is
- * missing (no syslogd yet, or a host without one): four system calls per
- * line, and the line is dropped anyway.  Look for the socket at most once
- * a second instead. */
-static bool syslog_present(void)
+static void open_socket(void)
 {
-	static time_t checked_at = -1;
-	static bool present;
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (now.tv_sec != checked_at) {
-		present = access(_PATH_LOG, F_OK) == 0;
-		checked_at = now.tv_sec;
-	}
-	return present;
+	/* If this fails, lines still reach stderr where asked for. */
+	log_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 }
 
 void log_open(bool copy_to_stderr)
 {
 	log_to_stderr = copy_to_stderr;
-	openlog("aesdsocket", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+	/* The time zone is read now, once: a confined worker could not open
+	 * it later, and it inherits what is loaded here. */
+	tzset();
+	open_socket();
 }
 
 void log_startup_done(void)
@@ -46,34 +45,69 @@ void log_startup_done(void)
 
 void log_close(void)
 {
-	closelog();
+	if (log_fd >= 0)
+		close(log_fd);
+	log_fd = -1;
 }
 
 void log_reopen(void)
 {
-	closelog();
-	openlog("aesdsocket", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+	log_close();
+	open_socket();
+}
+
+int log_socket(void)
+{
+	return log_fd;
+}
+
+/* One datagram, as glibc's syslog() writes it:
+ * "<PRI>Mmm dd hh:mm:ss aesdsocket[PID]: message".  Each is sent to the
+ * path, not over a connected socket: syslogd may come and go (a restart
+ * makes a new /dev/log), and a confined worker cannot connect() again. */
+static void send_to_syslog(int priority, const char *message)
+{
+	char line[640], stamp[32] = "";
+	struct timespec now;
+	struct tm tm;
+	int len;
+
+	if (log_fd < 0)
+		return;
+	if (clock_gettime(CLOCK_REALTIME, &now) == 0 &&
+	    localtime_r(&now.tv_sec, &tm))
+		strftime(stamp, sizeof(stamp), "%b %e %T", &tm);
+	len = snprintf(line, sizeof(line), "<%d>%s %s[%ld]: %s",
+		       LOG_DAEMON | LOG_PRI(priority), stamp, IDENT,
+		       (long)getpid(), message);
+	if (len < 0)
+		return;
+	if ((size_t)len >= sizeof(line))
+		len = sizeof(line) - 1;
+	/* Without a syslogd (ENOENT, ECONNREFUSED) the line is lost, as
+	 * with syslog(3); a full one makes us wait, as syslog(3) does. */
+	while (sendto(log_fd, line, (size_t)len, MSG_NOSIGNAL,
+		      (const struct sockaddr *)&log_address,
+		      sizeof(log_address)) < 0 && errno == EINTR)
+		;
 }
 
 static void log_vmsg(int priority, const char *fmt, va_list ap,
 		     const char *cause)
 {
-	char text[512];
+	char text[512], message[600];
+	int saved_errno = errno;
 
 	vsnprintf(text, sizeof(text), fmt, ap);
-	if (syslog_present()) {
-		if (cause)
-			syslog(priority, "%s: %s", text, cause);
-		else
-			syslog(priority, "%s", text);
-	}
-	if (!log_to_stderr && !(starting && priority <= LOG_WARNING))
-		return;
 	if (cause)
-		fprintf(stderr, "aesdsocket[%ld]: %s: %s\n", (long)getpid(),
-			text, cause);
+		snprintf(message, sizeof(message), "%s: %s", text, cause);
 	else
-		fprintf(stderr, "aesdsocket[%ld]: %s\n", (long)getpid(), text);
+		snprintf(message, sizeof(message), "%s", text);
+	send_to_syslog(priority, message);
+	if (log_to_stderr || (starting && priority <= LOG_WARNING))
+		fprintf(stderr, "%s[%ld]: %s\n", IDENT, (long)getpid(),
+			message);
+	errno = saved_errno;
 }
 
 void log_msg(int priority, const char *fmt, ...)

@@ -3,6 +3,12 @@
  * (ident "aesdsocket", facility LOG_DAEMON) and, when asked for (foreground
  * use and tests), is copied to stderr as "aesdsocket[PID]: message".  Errors
  * are logged once, where the context is known; callers only decide.
+ *
+ * Lines are sent as glibc's syslog() would send them, but each one
+ * addressed to /dev/log from an unconnected datagram socket opened at the
+ * start: so a worker confined by its system call filter (sandbox.h) keeps
+ * logging through a syslogd restart without ever calling socket() or
+ * connect() again.
  */
 #ifndef AESD_LOG_H
 #define AESD_LOG_H
@@ -15,8 +21,10 @@
 void log_open(bool copy_to_stderr);
 void log_startup_done(void);
 void log_close(void);
-/* A forked child's own connection to syslog (after closing the parent's). */
+/* A forked child's own syslog socket (after closing the parent's). */
 void log_reopen(void);
+/* The syslog socket (-1: none), the only one a confined worker sends on. */
+int log_socket(void);
 
 /* printf-style message at a syslog priority (LOG_INFO, LOG_ERR, ...). */
 void log_msg(int priority, const char *fmt, ...)

@@ -117,6 +117,7 @@ static struct supervisor *start_serving(struct server *s)
 			.user = s->opts.user,
 			.uid = s->uid,
 			.gid = s->gid,
+			.syscall_filter = s->opts.syscall_filter,
 		},
 	};
 	struct supervisor *sup;
@@ -193,6 +194,9 @@ int main(int argc, char *argv[])
 		s->opts.max_connections, s->opts.buffer_budget);
 	lifecycle_report_ready(s->ready_fd, true);
 	log_startup_done();
+	/* in the log, not on stderr: a choice, not a failure to start */
+	if (!s->opts.syscall_filter)
+		log_msg(LOG_WARNING, "The system call filter is off (--no-syscall-filter): a worker taken over by a client can make any system call its user may");
 	supervisor_run(supervisor);
 	log_msg(LOG_INFO, "Caught signal, exiting");
 	close(s->listen_fd);

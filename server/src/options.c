@@ -22,6 +22,9 @@
 #define MAX_PACKET_LIMIT (1024UL * 1024 * 1024)
 #define TIMEOUT_LIMIT 86400
 
+/* getopt_long's value for the options that have no letter */
+#define OPT_NO_SYSCALL_FILTER 256
+
 static const char usage_text[] =
 	"Usage: aesdsocket [OPTION]...\n"
 	"Serve the aesd packet protocol on TCP: every newline-terminated packet\n"
@@ -51,6 +54,9 @@ static const char usage_text[] =
 	"                            for this long (default 60, 0 = never)\n"
 	"  -t, --send-timeout SEC    a response must be read within SEC seconds\n"
 	"                            plus 1 s per 64 KiB (default 10, 0 = never)\n"
+	"      --no-syscall-filter   do not confine the workers' system calls\n"
+	"                            (for valgrind, which makes them itself);\n"
+	"                            a warning says so at start\n"
 	"  -h, --help                show this help and exit\n"
 	"  -V, --version             show the version and exit\n"
 	"\n"
@@ -73,6 +79,7 @@ static const struct option long_options[] = {
 	{ "max-packet", required_argument, NULL, 'm' },
 	{ "idle-timeout", required_argument, NULL, 'i' },
 	{ "send-timeout", required_argument, NULL, 't' },
+	{ "no-syscall-filter", no_argument, NULL, OPT_NO_SYSCALL_FILTER },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -89,6 +96,7 @@ void options_defaults(struct options *opts)
 	opts->max_packet = DEFAULT_MAX_PACKET;
 	opts->idle_timeout_s = DEFAULT_IDLE_TIMEOUT;
 	opts->send_timeout_s = DEFAULT_SEND_TIMEOUT;
+	opts->syscall_filter = true;
 }
 
 unsigned options_default_workers(void)
@@ -170,6 +178,7 @@ static int apply_option(struct options *opts, int letter, const char *arg,
 
 	switch (letter) {
 	case 'd': opts->daemonize = true; return 0;
+	case OPT_NO_SYSCALL_FILTER: opts->syscall_filter = false; return 0;
 	case 's': opts->log_to_stderr = true; return 0;
 	case 'b': opts->bind_address = arg;
 		return require_nonempty("bind", arg, err);

@@ -28,6 +28,7 @@ struct options {
 	unsigned long max_packet;
 	unsigned idle_timeout_s;	/* 0: never */
 	unsigned send_timeout_s;	/* 0: never */
+	bool syscall_filter;		/* confine the workers (sandbox.h) */
 };
 
 enum options_result {

@@ -88,14 +88,19 @@ static int create_lock(struct store_identity *id)
 	return 0;
 }
 
-/* Mode and owner as documented, whatever the umask. */
-static int set_owner(int fd, const char *path, uid_t uid, gid_t gid)
+/* Mode and owner as documented, whatever the umask; no fchown() when it
+ * is the service user's already (a parent running as that user, which
+ * may not chown at all under the unit's filter). */
+static int set_owner(int fd, const char *path, uid_t uid, gid_t gid,
+		     const struct stat *st)
 {
 	if (fchmod(fd, DATA_FILE_MODE) != 0) {
 		log_errno("Cannot set the mode of data file %s: fchmod", path);
 		return -1;
 	}
-	if ((uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fd, uid, gid) != 0) {
+	if (((uid != (uid_t)-1 && uid != st->st_uid) ||
+	     (gid != (gid_t)-1 && gid != st->st_gid)) &&
+	    fchown(fd, uid, gid) != 0) {
 		log_errno("Cannot hand data file %s to the service user: fchown",
 			  path);
 		return -1;
@@ -113,7 +118,7 @@ static int finish_creating(int fd, const char *path, uid_t uid, gid_t gid,
 		log_errno("Cannot examine data file %s: fstat", path);
 		return -1;
 	}
-	if (set_owner(fd, path, uid, gid) != 0 || create_lock(id) != 0)
+	if (set_owner(fd, path, uid, gid, &st) != 0 || create_lock(id) != 0)
 		return -1;
 	id->fd = fd;
 	id->dev = st.st_dev;

@@ -32,6 +32,7 @@ struct supervisor {
 	struct supervisor_config config;
 	struct slot slots[MAX_WORKERS_LIMIT];
 	struct census *census;	/* shared with the workers */
+	struct sandbox_report *reports;	/* one per worker, read at a SIGSYS */
 	int lifeline[2];	/* the workers hold [0]; closing [1] stops them */
 	int started[2];		/* start-up only: [0] the parent's, else -1 */
 	int watch_fd;		/* on the data file's path, or -1 */
@@ -62,6 +63,7 @@ static void become_worker(struct supervisor *s, unsigned index)
 	setup.lifeline = s->lifeline[0];
 	setup.started_fd = s->started[1];
 	setup.census = s->census;
+	setup.report = &s->reports[index];
 	/* Never less than one packet's worth, or a packet could not fit. */
 	setup.budget = budget > setup.limits->max_packet ?
 			       budget : setup.limits->max_packet;
@@ -70,7 +72,10 @@ static void become_worker(struct supervisor *s, unsigned index)
 
 static void spawn(struct supervisor *s, unsigned index)
 {
-	pid_t pid = fork();
+	pid_t pid;
+
+	sandbox_clear_report(&s->reports[index]);
+	pid = fork();
 
 	if (pid == 0)
 		become_worker(s, index);
@@ -105,11 +110,29 @@ static long long fork_missing(struct supervisor *s)
 	return -1;
 }
 
+static bool killed_by_filter(const struct supervisor *s, int status)
+{
+	return WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS &&
+	       s->config.worker.syscall_filter;
+}
+
+/* A worker the system call filter killed: which call, from what its
+ * SIGSYS handler recorded (named, never acted on). */
+static void describe_filter_kill(const struct supervisor *s,
+				 const struct slot *w, char *what, size_t size)
+{
+	char call[80];
+
+	sandbox_describe(&s->reports[w - s->slots], call, sizeof(call));
+	snprintf(what, size, "Worker %ld killed by the system call filter: it called %s",
+		 (long)w->pid, call);
+}
+
 static void describe_exit(struct supervisor *s, const struct slot *w,
 			  int status)
 {
 	int priority = LOG_ERR;
-	char what[96];
+	char what[160];
 
 	if (now_ms() - w->started_ms > RETRY_MAX_MS)
 		s->failures = 0;
@@ -118,7 +141,9 @@ static void describe_exit(struct supervisor *s, const struct slot *w,
 		 * does just before it signals this process too */
 		priority = LOG_NOTICE;
 		snprintf(what, sizeof(what), "Worker %ld stopped", (long)w->pid);
-	} else if (WIFSIGNALED(status))
+	} else if (killed_by_filter(s, status))
+		describe_filter_kill(s, w, what, sizeof(what));
+	else if (WIFSIGNALED(status))
 		snprintf(what, sizeof(what), "Worker %ld killed by signal %d",
 			 (long)w->pid, WTERMSIG(status));
 	else if (WEXITSTATUS(status) == WORKER_CANNOT_START)
@@ -160,7 +185,10 @@ static void reap(struct supervisor *s)
 				census_mark_stopped(s->census, i, w->stopped);
 				continue;
 			}
-			if (!s->stopping && !lifecycle_stop_requested())
+			/* a filter kill is logged even at a stop: it means
+			 * an attacker or a call missing from the allow-list */
+			if ((!s->stopping && !lifecycle_stop_requested()) ||
+			    killed_by_filter(s, status))
 				describe_exit(s, w, status);
 			census_forget(s->census, i);	/* and its connections */
 			w->pid = 0;
@@ -188,6 +216,11 @@ struct supervisor *supervisor_start(const struct supervisor_config *config)
 	s->census = census_create(config->workers);
 	if (!s->census)
 		return NULL;
+	s->reports = sandbox_map_reports(s->config.workers);
+	if (!s->reports) {
+		supervisor_stop(s);
+		return NULL;
+	}
 	if (pipe2(s->lifeline, O_CLOEXEC) != 0 ||
 	    pipe2(s->started, O_CLOEXEC) != 0) {
 		log_errno("Cannot make the pipes to the workers: pipe2");
@@ -300,4 +333,6 @@ void supervisor_stop(struct supervisor *s)
 	if (s->census)
 		census_destroy(s->census);
 	s->census = NULL;
+	sandbox_unmap_reports(s->reports, s->config.workers);
+	s->reports = NULL;
 }

@@ -7,7 +7,9 @@
  * stopping them by closing the lifeline they watch (no signal, so no
  * capability to signal another user; SIGKILL only after a grace period).
  * It also watches the data file's path.  It accepts no connection and
- * reads nothing a worker writes but the one byte that says "started".
+ * reads nothing a worker writes but the one byte that says "started", and
+ * the call a worker killed by its system call filter recorded, which only
+ * names it in a log line (sandbox.h).
  */
 #ifndef AESD_SUPERVISOR_H
 #define AESD_SUPERVISOR_H

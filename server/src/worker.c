@@ -556,6 +556,15 @@ static int get_ready(struct worker *w)
 	return set_up_loop(w);
 }
 
+/* From here on only the system calls serving needs (sandbox.h): a
+ * client that takes this process over can do no more than that. */
+static int confine(const struct worker_setup *s)
+{
+	struct sandbox_worker rules = { s->listen_fd, log_socket(), s->report };
+
+	return s->syscall_filter ? sandbox_confine(&rules) : 0;
+}
+
 static void say_started(int started_fd)
 {
 	if (started_fd < 0)
@@ -586,7 +595,7 @@ void worker_run(const struct worker_setup *setup)
 	int status;
 
 	w.store.fd = w.store.lock_fd = -1;
-	if (get_ready(&w) != 0)
+	if (get_ready(&w) != 0 || confine(setup) != 0)
 		_exit(WORKER_CANNOT_START);
 	say_started(setup->started_fd);
 	log_startup_done();	/* from now on, stderr only with -s */

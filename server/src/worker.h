@@ -6,7 +6,9 @@
  * (connection.h), and keeping the bounds: deadlines, the service's
  * connection cap (with the census, census.h), its share of the buffer
  * budget, and appends that wait for the lock while everything else goes
- * on.  It stops when the parent closes the lifeline (or on a stop signal),
+ * on.  Once ready, before it accepts, it confines itself to the system
+ * calls serving needs (sandbox.h).  It stops when the parent closes the
+ * lifeline (or on a stop signal),
  * closing its connections, and always ends with _exit().
  */
 #ifndef AESD_WORKER_H
@@ -14,8 +16,10 @@
 
 #include "census.h"
 #include "connection.h"
+#include "sandbox.h"
 #include "store.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -34,6 +38,8 @@ struct worker_setup {
 	const char *user;	/* NULL: keep the parent's user */
 	uid_t uid;
 	gid_t gid;
+	bool syscall_filter;	/* confine it once ready (sandbox.h) */
+	struct sandbox_report *report;	/* what the filter killed it for */
 };
 
 /* Exit status of a worker that could not get ready to serve. */

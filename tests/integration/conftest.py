@@ -63,6 +63,28 @@ def faultshim(faultshim_library, tmp_path):
     fs.clear()
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "filter_kills: the test makes the system call filter "
+                   "kill workers on purpose")
+
+
+@pytest.fixture(autouse=True)
+def no_filter_kills(request, tmp_path):
+    """Fails a test in which the system call filter killed a worker (the
+    parent logs each, even while stopping), unless the test does that on
+    purpose: every workload of the suite must stay within the allow-list.
+    Autouse, so it checks after make_server has stopped every server."""
+    yield
+    if request.node.get_closest_marker("filter_kills"):
+        return
+    kills = []
+    for log in sorted(tmp_path.glob("server-*.log")):
+        kills += re.findall(r"^.*killed by the system call filter.*$",
+                            log.read_text(errors="replace"), re.M)
+    assert not kills, "workers killed by the filter:\n" + "\n".join(kills)
+
+
 SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                      "runtime error:", "ERROR: UndefinedBehaviorSanitizer")
 

@@ -7,14 +7,15 @@ import time
 
 import pytest
 
-from server_harness import (BINARY, WRAPPER, assert_served, children_of,
-                            connect_on, exchange, free_port, pid_alive,
-                            port_accepts, recv_until_suffix, scaled,
+from server_harness import (BINARY, FILTER_ARGS, WRAPPER, assert_served,
+                            children_of, connect_on, exchange, free_port,
+                            pid_alive, port_accepts, recv_until_suffix, scaled,
                             wait_until, wait_workers)
 
 
 def run(args, timeout=10):
-    return subprocess.run(WRAPPER + [BINARY] + args, capture_output=True,
+    return subprocess.run(WRAPPER + [BINARY] + FILTER_ARGS + args,
+                          capture_output=True,
                           timeout=scaled(timeout), stdin=subprocess.DEVNULL)
 
 
@@ -185,7 +186,8 @@ def test_socket_activation(tmp_path):
             "os.environ['LISTEN_PID']=str(os.getpid()); os.environ['LISTEN_FDS']='1'; "
             "os.execvp(sys.argv[2], sys.argv[2:])")
     proc = subprocess.Popen(["/usr/bin/python3", "-c", code, str(listener.fileno())]
-                            + WRAPPER + [BINARY, "-s", "-p", "1", "-f", str(data)],
+                            + WRAPPER + [BINARY, *FILTER_ARGS, "-s", "-p", "1",
+                                         "-f", str(data)],
                             pass_fds=[listener.fileno()], stderr=log)
     listener.close()
     try:

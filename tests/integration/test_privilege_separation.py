@@ -183,19 +183,28 @@ def unit_setting(name):
 
 
 def unit_bounding_set():
-    """The capability names (lower case, no "cap_") the unit keeps."""
+    """The capability names (lower case, no "cap_") the unit keeps; the
+    setting must be there (without it, a unit keeps every capability)."""
+    with open(UNIT_FILE) as f:
+        assert re.search(r"^CapabilityBoundingSet=", f.read(), re.M)
     names = [w.lower().removeprefix("cap_")
              for w in unit_setting("CapabilityBoundingSet")]
-    assert names and not any(n.startswith("~") for n in names), \
+    assert not any(n.startswith("~") for n in names), \
         "a bounding set this test cannot read"
     assert set(names) <= set(CAPABILITIES), names
     return names
 
 
 def unit_prefix():
-    """setpriv with the unit's bounding set (and its no_new_privs)."""
-    caps = ",".join("+" + n for n in unit_bounding_set())
-    prefix = ["setpriv", "--bounding-set", f"-all,{caps}"]
+    """setpriv as systemd starts the unit: as its User= (nobody stands in
+    for aesd, which this host may not have), with no supplementary group,
+    its capability bounding set and its no_new_privs."""
+    assert unit_setting("User") == ["aesd"]
+    nobody = pwd.getpwnam("nobody")
+    caps = "".join(",+" + n for n in unit_bounding_set())
+    prefix = ["setpriv", f"--reuid={nobody.pw_uid}",
+              f"--regid={nobody.pw_gid}", "--clear-groups",
+              f"--bounding-set=-all{caps}"]
     if unit_setting("NoNewPrivileges") == ["yes"]:
         prefix.append("--no-new-privs")
     return prefix + ["--"]
@@ -213,10 +222,11 @@ nobody_can_log = pytest.mark.skipif(
 @needs_setpriv
 @nobody_can_log
 def test_user_works_under_the_units_capability_bounding_set(make_server):
-    """With the unit's CapabilityBoundingSet= (read from
-    aesdsocket.service) and --user nobody, the service starts, serves from
-    workers running as nobody, writes its data file and removes it at
-    exit."""
+    """Run as the unit runs it (as its user, with its capability bounding
+    set, read from aesdsocket.service: none) and with --user naming that
+    same user, as /etc/default/aesdsocket does (a no-op then), the service
+    starts, serves from workers running as that user, writes its data
+    file and removes it at exit: nothing runs as root."""
     nobody = pwd.getpwnam("nobody")
     shared = shared_tmp_dir()
     try:
@@ -226,6 +236,8 @@ def test_user_works_under_the_units_capability_bounding_set(make_server):
         bounding = int(status_field(server.proc.pid, "CapBnd")[0], 16)
         assert bounding == sum(1 << CAPABILITIES.index(n)
                                for n in unit_bounding_set())
+        assert status_field(server.proc.pid, "Uid") == \
+            [str(nobody.pw_uid)] * 4
 
         expected = assert_served(server, b"")
         as_nobody = [str(nobody.pw_uid)] * 4
@@ -254,11 +266,11 @@ STOP_GRACE = 5      # the parent kills workers still there after 5 s
 @pytest.mark.parametrize("hung", [False, True], ids=["running", "one-stopped"])
 def test_stop_under_the_units_bounding_set_ends_every_worker(make_server,
                                                              hung):
-    """Under the unit's bounding set, with --user nobody, SIGTERM to the
-    parent ends every worker, also one that is SIGSTOPped and so cannot
-    see the lifeline close: it must be gone within the stop grace period
-    (then killed) plus slack, and the parent exits 0.  (Killing a process
-    of another user needs CAP_KILL.)"""
+    """Run as the unit runs it (as its user, no capabilities), SIGTERM to
+    the parent ends every worker, also one that is SIGSTOPped and so
+    cannot see the lifeline close: it must be gone within the stop grace
+    period (then killed) plus slack, and the parent exits 0.  (The parent
+    kills a worker of its own user: no CAP_KILL needed.)"""
     shared = shared_tmp_dir()
     server = None
     workers = []

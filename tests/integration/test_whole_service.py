@@ -348,11 +348,14 @@ def stop_holding_the_lock(faultshim, holder, client):
 
 
 def start_with_lock_holder(make_server, faultshim, *args):
-    """-w 2 under the fault shim: a client idle on the first worker, which
+    """-w 2 under the fault shim (without the system call filter, which
+    would keep the shim from reading its control file in a worker that
+    serves): a client idle on the first worker, which
     then stops holding the lock (stop_holding_the_lock).  Returns the
     server, the stopped worker, the other one, that client and the file's
     content before."""
-    server = make_server("-w", "2", *args, env=faultshim.env())
+    server = make_server("-w", "2", *args, *shim.UNCONFINED,
+                         env=faultshim.env())
     holder, other = wait_workers(server, 2)
     client = connect_on(server, holder)
     expected = exchange(client, b"before\n", b"")
@@ -418,7 +421,8 @@ def test_slow_reader_is_served_while_appends_wait(make_server, faultshim):
     (the slow reader gets nothing more) until the parent kills the
     stopped worker, after 0.5 s ("Worker ... is stopped holding the data
     file's lock; killing it")."""
-    server = make_server("-w", "2", "-t", "0", env=faultshim.env())
+    server = make_server("-w", "2", "-t", "0", *shim.UNCONFINED,
+                         env=faultshim.env())
     holder, other = wait_workers(server, 2)
     expected = b""
     with server.connect() as sock:

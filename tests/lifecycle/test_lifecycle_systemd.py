@@ -150,6 +150,33 @@ def syscall_set(names):
     return set().union(*(expand(n) for n in names))
 
 
+def unit_syscall_filter():
+    """The calls SystemCallFilter= allows: its allow-lists, less what a
+    "~" line takes away (one group or call per line here)."""
+    allowed, denied = set(), set()
+    for word in unit_values("SystemCallFilter"):
+        if word.startswith("~"):
+            denied |= syscall_set([word[1:]])
+        else:
+            allowed |= syscall_set([word])
+    return allowed - denied
+
+
+def as_the_unit_user():
+    """setpriv as systemd starts the service: as its User= (nobody stands
+    in for aesd, which the host may not have), with no supplementary group,
+    its capability bounding set (empty) and no_new_privs; and the
+    --user argument that names that user (a no-op then)."""
+    assert unit_values("User") == ["aesd"]
+    assert unit_values("CapabilityBoundingSet") == []
+    assert "CapabilityBoundingSet=\n" in (SERVER / "aesdsocket.service"
+                                          ).read_text()
+    nobody = pwd.getpwnam("nobody")
+    return ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+            "--clear-groups", "--bounding-set=-all", "--no-new-privs",
+            "--"], ["--user", "nobody"]
+
+
 TRACE_LINE = re.compile(r"^(\d+) +(?:<\.\.\. (\w+) resumed>|(\w+)\()")
 
 
@@ -176,12 +203,12 @@ def test_service_sandbox_allows_what_the_server_does(static_server, tmp_path,
                                                      request):
     """No systemd runs here, so check the unit's SystemCallFilter= and
     RestrictAddressFamilies= against what the server really does in a
-    session (traced with strace: activation, clients, --user, SIGTERM).
-    A call outside the filter would kill it with SIGSYS under systemd."""
+    session run as the unit runs it (as its user, no capabilities, traced
+    with strace: activation, clients, SIGTERM).  A call outside the filter
+    would kill it with SIGSYS under systemd."""
     strace = shutil.which("strace")
     if ACTIVATE is None or strace is None:
         pytest.skip("needs systemd-socket-activate and strace")
-    binary = str(static_server / "aesdsocket")
     port = free_port()
     trace = tmp_path / "trace"
     # Like /var/tmp: reachable for the --user the workers drop to (tmp_path
@@ -189,14 +216,13 @@ def test_service_sandbox_allows_what_the_server_does(static_server, tmp_path,
     shared = pathlib.Path(tempfile.mkdtemp(prefix="aesd-lifecycle-"))
     request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
     shared.chmod(0o1777)
-    args = ["-f", str(shared / "aesdsocketdata")]
-    try:
-        pwd.getpwnam("nobody")
-        args += ["--user", "nobody"]
-    except KeyError:
-        pass
+    setpriv, user = as_the_unit_user()
+    # where that user may run it (not under root's private tmp_path)
+    binary = str(shared / "aesdsocket")
+    shutil.copy(static_server / "aesdsocket", binary)
+    args = ["-f", str(shared / "aesdsocketdata"), *user]
     proc = subprocess.Popen(
-        [strace, "-f", "-qq", "-o", str(trace), ACTIVATE,
+        [strace, "-f", "-qq", "-o", str(trace), *setpriv, ACTIVATE,
          "-l", f"127.0.0.1:{port}", binary, *args],
         stderr=subprocess.PIPE, text=True)
     try:
@@ -216,6 +242,36 @@ def test_service_sandbox_allows_what_the_server_does(static_server, tmp_path,
         proc.stderr.close()
     calls, families = traced_calls(trace.read_text(), server, binary)
     assert "accept4" in calls or "accept" in calls, "trace missed the server"
-    allowed = syscall_set(unit_values("SystemCallFilter"))
+    allowed = unit_syscall_filter()
     assert calls <= allowed, f"outside SystemCallFilter: {calls - allowed}"
     assert families <= set(unit_values("RestrictAddressFamilies")), families
+    assert not os.path.exists(shared / "aesdsocketdata")
+
+
+# Issue 19's bound: "systemd-analyze security" rates the unit 0 (safest)
+# to 10; 2.9 before the service ran as its own user.
+EXPOSURE_LIMIT = 2.0
+
+
+def test_unit_exposure_is_at_most_2(tmp_path):
+    """`systemd-analyze security --offline=true` scores the unit at most
+    2.0, and every exposure it still counts is explained by a comment in
+    the unit (the line "# Exposure kept: ..." naming the setting)."""
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager",
+         str(SERVER / "aesdsocket.service")],
+        capture_output=True, text=True, timeout=120, env=dict(
+            os.environ, SYSTEMD_COLORS="0", LC_ALL="C.UTF-8"))
+    found = re.search(r"Overall exposure level for aesdsocket\.service: "
+                      r"(\d+\.\d+)", out.stdout)
+    assert found, out.stdout + out.stderr
+    assert float(found.group(1)) <= EXPOSURE_LIMIT, out.stdout
+    kept = [line.split()[1] for line in out.stdout.splitlines()
+            if line.startswith("✗")]
+    assert kept, out.stdout
+    unit = (SERVER / "aesdsocket.service").read_text()
+    explained = " ".join(re.findall(r"^# Exposure kept:.*(?:\n#.*)*", unit,
+                                    re.M))
+    unexplained = [k for k in kept
+                   if k.split("=")[0].split("/")[0] not in explained]
+    assert not unexplained, out.stdout

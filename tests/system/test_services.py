@@ -75,6 +75,33 @@ def test_clients_are_served_by_the_aesd_user(guest):
     assert guest.check(f"stat -c %U {DATA_FILE}").strip() == "aesd"
 
 
+def status_value(guest, pid, name):
+    """A field of /proc/PID/status in the guest, e.g. "Seccomp"."""
+    found = re.search(rf"^{name}:\s*(\S+)$",
+                      guest.check(f"cat /proc/{pid}/status"), re.M)
+    assert found, f"no {name} in /proc/{pid}/status"
+    return found.group(1)
+
+
+def test_workers_are_confined_by_their_filter(guest):
+    """Every worker, once ready and before it served, confined itself with
+    its own seccomp filter (Seccomp: 2, filter mode; one filter); the
+    parent, which never reads from a client, has none.  On this image's
+    kernel and architecture, as on the host's."""
+    ensure_running_fresh(guest)
+    assert send_packets(guest.host_port, b"confined\n") == b"confined\n"
+    parent = main_pid(guest)
+    workers = [int(f[0]) for f in (line.split() for line in guest.check(
+        "ps -o pid,ppid,args").splitlines())
+        if len(f) >= 3 and f[1] == str(parent) and
+        f[2] == "/usr/bin/aesdsocket"]
+    assert workers, guest.check("ps -o pid,ppid,args")
+    for worker in workers:
+        assert status_value(guest, worker, "Seccomp") == "2", worker
+        assert status_value(guest, worker, "Seccomp_filters") == "1", worker
+    assert status_value(guest, parent, "Seccomp") == "0"
+
+
 def test_sockettest_through_forwarded_port(guest):
     ensure_running_fresh(guest)
     before = guest.connection_log()
@@ -219,3 +246,13 @@ def test_guest_reaches_nothing_outside(guest):
         assert rc not in (0, 126, 127), out
         with pytest.raises(socket.timeout):
             listener.accept()
+
+
+def test_no_worker_was_killed_by_the_filter(guest):
+    """Last in this module: every workload above (clients, sockettest, the
+    init script's stops and restarts, signals, a second instance) ran on
+    confined workers, and the parent logged no worker killed by the
+    filter: the allow-list holds on this image."""
+    rc, out = guest.run("grep 'killed by the system call filter' "
+                        "/var/log/messages")
+    assert rc == 1, out
