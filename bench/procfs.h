@@ -7,14 +7,20 @@
 
 #include <stdint.h>
 
-/* Connections the server has accepted and not yet closed: sockets on its
- * local port, other than the listener, that belong to a file. A socket
- * still in the handshake or in the accept queue has no inode yet. */
-long server_conns(uint16_t port);
+/* peers is a bitmap of 65536 bits: our local ports, so that only our own
+ * connections count (not one the server has yet to close, nor another
+ * program's), each once however the kernel lists it. */
 
-/* Bytes received on the server's side of connections to its local port
- * that it has not read yet (rx_queue), summed over the connections whose
- * remote port is set in the bitmap peers (65536 bits: our local ports). */
+/* Marks the local port of our connection fd in peers. */
+void peers_add(uint8_t *peers, int fd);
+
+/* Our connections the server has accepted and not yet closed: sockets on
+ * its local port, other than the listener, that belong to a file. A socket
+ * still in the handshake or in the accept queue has no inode yet. */
+long server_conns(uint16_t port, const uint8_t *peers);
+
+/* Bytes received on the server's side of our connections that it has not
+ * read yet (rx_queue). */
 long long server_unread(uint16_t port, const uint8_t *peers);
 
 /* A line of /proc/meminfo, e.g. "Slab", in KiB. */
