@@ -736,7 +736,7 @@ static void wait_accepted(unsigned k, uint64_t since_ns)
 	uint64_t deadline = ms_from_now(o.timeout_ms);
 
 	for (;;) {
-		long n = server_conns(o.port, held.peers);
+		long n = server_scan(o.port, held.peers, NULL, NULL);
 
 		if (n > held.accepted)
 			held.accepted = n;

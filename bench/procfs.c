@@ -9,7 +9,7 @@
 
 /* What one pass over the TCP tables found of our connections. */
 struct scan {
-	const uint8_t *peers;
+	const uint8_t *peers, *unread_peers;
 	uint8_t seen[65536 / 8];	/* remote ports listed already */
 	long accepted;
 	long long unread;
@@ -42,7 +42,8 @@ static int scan_table(const char *path, unsigned port, struct scan *sc)
 			continue;
 		sc->seen[rport / 8] |= (uint8_t)(1u << (rport % 8));
 		sc->accepted += inode != 0;
-		sc->unread += (long long)rxq;
+		if (sc->unread_peers && is_set(sc->unread_peers, rport))
+			sc->unread += (long long)rxq;
 	}
 	fclose(f);
 	return 0;
@@ -52,15 +53,18 @@ static int scan_table(const char *path, unsigned port, struct scan *sc)
  * a page per read() and finds its place again by position, so while other
  * sockets come and go a socket can be listed twice, or not at all: on a
  * loaded machine, 300 held connections were counted as 301 to 476. */
-static int scan(uint16_t port, const uint8_t *peers, struct scan *sc)
+long server_scan(uint16_t port, const uint8_t *peers,
+		 const uint8_t *unread_peers, long long *unread)
 {
-	int v4, v6;
+	struct scan sc = { .peers = peers, .unread_peers = unread_peers };
+	int v4 = scan_table("/proc/net/tcp", port, &sc);
+	int v6 = scan_table("/proc/net/tcp6", port, &sc);
 
-	memset(sc, 0, sizeof(*sc));
-	sc->peers = peers;
-	v4 = scan_table("/proc/net/tcp", port, sc);
-	v6 = scan_table("/proc/net/tcp6", port, sc);
-	return v4 < 0 && v6 < 0 ? -1 : 0;
+	if (v4 < 0 && v6 < 0)
+		return -1;
+	if (unread)
+		*unread = sc.unread;
+	return sc.accepted;
 }
 
 void peers_add(uint8_t *peers, int fd)
@@ -74,20 +78,6 @@ void peers_add(uint8_t *peers, int fd)
 	port = ntohs(sa.sin6_family == AF_INET6 ? sa.sin6_port :
 		     ((struct sockaddr_in *)&sa)->sin_port);
 	peers[port / 8] |= (uint8_t)(1u << (port % 8));
-}
-
-long server_conns(uint16_t port, const uint8_t *peers)
-{
-	struct scan sc;
-
-	return scan(port, peers, &sc) < 0 ? -1 : sc.accepted;
-}
-
-long long server_unread(uint16_t port, const uint8_t *peers)
-{
-	struct scan sc;
-
-	return scan(port, peers, &sc) < 0 ? -1 : sc.unread;
 }
 
 long meminfo_kib(const char *key)

@@ -177,10 +177,11 @@ static void on_event(struct slow *s, unsigned i, uint32_t events)
 
 /* Bytes of the big partial packets the server has read into its own
  * memory: handed to our kernel, minus what our side still holds (SIOCOUTQ:
- * not yet acknowledged), minus what waits in the server's receive queue. */
-static long long big_read(struct slow *s)
+ * not yet acknowledged), minus what waits in the server's receive queue
+ * (unread, -1 if unknown). */
+static long long big_read(struct slow *s, long long unread)
 {
-	long long sum = 0, unread = server_unread(s->o.port, s->big_peers);
+	long long sum = 0;
 
 	for (unsigned i = s->o.trickle; i < s->n; i++) {
 		int outq = 0;
@@ -216,7 +217,10 @@ static void settle_done(struct slow *s, uint64_t now, int timed_out)
 
 static void settle_check(struct slow *s, uint64_t now)
 {
-	long acc = server_conns(s->o.port, s->peers);
+	long long unread = -1;
+	/* one pass for both: on a busy machine it can take seconds, which
+	 * the tricklers wait out (trickle_lag_max_ms) */
+	long acc = server_scan(s->o.port, s->peers, s->big_peers, &unread);
 	unsigned open = count_open(s, 0, s->n);
 	long long want = 0;
 
@@ -225,7 +229,7 @@ static void settle_check(struct slow *s, uint64_t now)
 			want += (long long)s->o.big_bytes;
 	if (acc > s->accepted)
 		s->accepted = acc;
-	s->big_read = big_read(s);
+	s->big_read = big_read(s, unread);
 	if (s->big_read > s->big_read_best) {
 		s->big_read_best = s->big_read;
 		s->progress_ns = now;
