@@ -683,6 +683,7 @@ struct fresh {
 static struct {
 	unsigned connected, exchanged, closed_early, served, ended;
 	long accepted;			/* by the server, -1: unknown */
+	uint8_t peers[65536 / 8];	/* the K connections' local ports */
 	uint64_t exchange_ns, accept_ns, held_ns;
 	long pss, slab0, slab1;		/* KiB */
 	struct listenq q0, q1;
@@ -735,7 +736,7 @@ static void wait_accepted(unsigned k, uint64_t since_ns)
 	uint64_t deadline = ms_from_now(o.timeout_ms);
 
 	for (;;) {
-		long n = server_conns(o.port);
+		long n = server_scan(o.port, held.peers, NULL, NULL);
 
 		if (n > held.accepted)
 			held.accepted = n;
@@ -806,6 +807,8 @@ static void fresh_clients(struct fresh *f, unsigned n, bool keep_going)
  * (said on stderr). */
 static int held_settle(int *fds, unsigned k)
 {
+	for (unsigned i = 0; i < k; i++)
+		peers_add(held.peers, fds[i]);
 	/* all silent so far: each is accepted and held before the odd ones
 	 * send, so that their exchange is a held connection's */
 	wait_accepted(k, now_ns());

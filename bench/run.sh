@@ -1,17 +1,18 @@
 #!/bin/bash
-# run.sh - the standard benchmark matrix; writes BENCHMARKS.md.
+# run.sh - the standard benchmark matrix; writes BENCHMARKS.md and its raw
+# result lines, BENCHMARKS.raw.
 #
 # Each run measures the machine's limits (aesdprobe) and then every workload
 # against a freshly started aesdsocket (own port, own data file, default
 # options), so the ratios pair figures taken minutes apart on the same
 # machine. Figures are medians over the runs, with each run's value alongside.
 #
-# usage: bench/run.sh [-r RUNS] [-o FILE] [-i RESULTS] [-a SERVER] [-b OLD] [-F] [-A]
-#   -r  runs (default 3); -o  output (default BENCHMARKS.md at the top of the
-#   repository; the raw result lines go to BENCHMARKS-raw.txt beside it);
-#   -i  measure nothing, write the report from the raw result lines of an
-#   earlier run (a -raw.txt file, or the block at the end of an older
-#   BENCHMARKS.md).
+# usage: bench/run.sh [-r RUNS] [-o FILE] [-i RAW] [-a SERVER] [-b OLD] [-F] [-A]
+#                     [-l NAME] [-L NAME]
+#   -r  runs (default 3); -o  the report (default BENCHMARKS.md at the top of
+#   the repository); its raw result lines go beside it, .md replaced by .raw;
+#   -i  measure nothing, write the report from the raw lines of an earlier
+#   run (a .raw file, or an older BENCHMARKS.md that held them).
 #   -a  the server to benchmark (default $AESDSOCKET, else server/aesdsocket)
 #   -b  A/B: also run churn, stream and bigread on OLD (default $AESDSOCKET_B),
 #       interleaved with the same workloads on the server, and report the
@@ -21,7 +22,11 @@
 #       of its own, and time the filter per call (aesdprobe seccomp): what
 #       the workers' confinement costs; -A  only those workloads (with the
 #       trivial server's churn, which a target compares with).
+#   -l, -L  what the report calls the server and OLD, e.g. "issue 9's server
+#       (3f2cd91)"; default: server/aesdsocket at the commit, else the file's
+#       name (never its directory).
 set -euo pipefail
+export LC_ALL=C	# the same figures, sorted and printed the same, anywhere
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh disable=SC1091
 . "$(dirname "$0")/lib.sh"
@@ -31,7 +36,9 @@ OUT="$REPO_DIR/BENCHMARKS.md"
 INPUT=
 AB_ONLY=
 UNCONFINED=
-while getopts "r:o:i:a:b:FAh" opt; do
+NAME_A=
+NAME_B=
+while getopts "r:o:i:a:b:FAl:L:h" opt; do
 	case $opt in
 	r) RUNS=$OPTARG ;;
 	o) OUT=$OPTARG ;;
@@ -40,10 +47,13 @@ while getopts "r:o:i:a:b:FAh" opt; do
 	b) SERVER_B=$OPTARG ;;
 	F) UNCONFINED=--no-syscall-filter ;;
 	A) AB_ONLY=1 ;;
-	h) sed -n '2,24p' "$0"; exit 0 ;;
+	l) NAME_A=$OPTARG ;;
+	L) NAME_B=$OPTARG ;;
+	h) sed -n '2,27p' "$0"; exit 0 ;;
 	*) exit 2 ;;
 	esac
 done
+RAW="${OUT%.md}.raw"
 case $RUNS in
 '' | *[!0-9]* | 0) echo "run.sh: -r needs a positive number" >&2; exit 2 ;;
 esac
@@ -70,11 +80,45 @@ trap 'stop_all; rm -rf "$WORK"' EXIT
 RESULTS="$WORK/results"
 : >"$RESULTS"
 
-# identify LABEL PATH COPY: which binary ran, as a result line of run 0.
+# Text in a result line: one word, "_" for each space.
+word() {
+	printf '%s' "${1// /_}"
+}
+
+# server_dirty: whether server/ has uncommitted changes (0 or 1).
+server_dirty() {
+	if [ -n "$(git -C "$REPO_DIR" status --porcelain -- server 2>/dev/null)" ]; then
+		echo 1
+	else
+		echo 0
+	fi
+}
+
+# identify LABEL PATH COPY NAME: which binary ran, as a result line of run
+# 0: NAME, else the repository's server at its commit, else the file's
+# name; never where it lay on this machine.
 identify() {
-	local sum
+	local sum name=$4 commit
 	sum=$(sha256sum "$3" | cut -c1-16)
-	echo "run=0 label=$1 path=${2// /_} sha256=$sum" >>"$RESULTS"
+	if [ -z "$name" ] && [ "$(realpath "$2")" = "$(realpath "$REPO_DIR/server/aesdsocket")" ]; then
+		commit=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
+		name="server/aesdsocket at $commit"
+		[ "$(server_dirty)" = 0 ] || name="$name with uncommitted changes in server/"
+	fi
+	[ -n "$name" ] || name=$(basename "$2")
+	echo "run=0 label=$1 name=$(word "$name") sha256=$sum" >>"$RESULTS"
+}
+
+# meta SECONDS: where and when the runs took place, as a result line of run
+# 0, so that -i renders the same page from the raw lines alone.
+meta() {
+	local cpu
+	cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+	echo "run=0 label=meta date=$(date -u '+%Y-%m-%d_%H:%M_UTC')" \
+		"commit=$(git -C "$REPO_DIR" rev-parse HEAD 2>/dev/null || echo unknown)" \
+		"server_dirty=$(server_dirty) cpus=$(nproc) cpu=$(word "${cpu:-unknown CPU}")" \
+		"kernel=$(word "Linux $(uname -r)")" \
+		"load_end=$(word "$(cut -d' ' -f1-3 /proc/loadavg)") elapsed_s=$1" >>"$RESULTS"
 }
 
 if [ -n "$INPUT" ]; then
@@ -84,8 +128,8 @@ if [ -n "$INPUT" ]; then
 else
 	src_a=$SERVER src_b=$SERVER_B
 	build_all "$WORK"
-	identify server_a "$src_a" "$SERVER"
-	[ -z "$SERVER_B" ] || identify server_b "$src_b" "$SERVER_B"
+	identify server_a "$src_a" "$SERVER" "$NAME_A"
+	[ -z "$SERVER_B" ] || identify server_b "$src_b" "$SERVER_B" "$NAME_B"
 fi
 
 # record RUN LABEL COMMAND...: run a measurement, keep its line.
@@ -190,13 +234,14 @@ for run in $(seq 1 "$RUNS"); do
 	slow_load "$run" slow_33 -k 33 "${SLOW_FEW[@]}"
 	slow_load "$run" slow_200 -k 200 "${SLOW_FEW[@]}"
 done
-elapsed="$(($(date +%s) - started)) s in all"
-[ -z "$INPUT" ] || elapsed="report rewritten from $(basename "$INPUT")"
+[ -n "$INPUT" ] || meta "$(($(date +%s) - started))"
 
 # shellcheck source-path=SCRIPTDIR source=report.sh disable=SC1091
 . "$BENCH_DIR/report.sh"
-# The result lines go next to the page, not into it.
-RAW=${OUT%.md}-raw.txt
-[ "$INPUT" = "$RAW" ] || cp "$RESULTS" "$RAW"
-report "$elapsed" "$(basename "$RAW")" >"$OUT"
-echo "wrote $OUT and $RAW ($elapsed)" >&2
+report "$(basename "$RAW")" >"$OUT"
+{
+	echo "# The raw result lines of $(basename "$OUT") (bench/run.sh; docs/bench.md):"
+	echo "# one line per measurement, key=value, in run order; run=0: what ran where."
+	cat "$RESULTS"
+} >"$RAW"
+echo "wrote $OUT and $RAW" >&2

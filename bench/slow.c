@@ -39,7 +39,8 @@ struct slow {
 	unsigned connected;	/* of the tricklers ... */
 	unsigned big_connected;	/* ... and of the big clients */
 	char *bigbuf;		/* a big partial packet: no newline */
-	uint8_t peers[65536 / 8];	/* big clients' local ports */
+	uint8_t peers[65536 / 8];	/* our local ports: all ... */
+	uint8_t big_peers[65536 / 8];	/* ... and the big clients' */
 	int ep;
 	pthread_t thread;
 	int stop, settled;	/* atomic */
@@ -176,10 +177,11 @@ static void on_event(struct slow *s, unsigned i, uint32_t events)
 
 /* Bytes of the big partial packets the server has read into its own
  * memory: handed to our kernel, minus what our side still holds (SIOCOUTQ:
- * not yet acknowledged), minus what waits in the server's receive queue. */
-static long long big_read(struct slow *s)
+ * not yet acknowledged), minus what waits in the server's receive queue
+ * (unread, -1 if unknown). */
+static long long big_read(struct slow *s, long long unread)
 {
-	long long sum = 0, unread = server_unread(s->o.port, s->peers);
+	long long sum = 0;
 
 	for (unsigned i = s->o.trickle; i < s->n; i++) {
 		int outq = 0;
@@ -215,7 +217,10 @@ static void settle_done(struct slow *s, uint64_t now, int timed_out)
 
 static void settle_check(struct slow *s, uint64_t now)
 {
-	long acc = server_conns(s->o.port);
+	long long unread = -1;
+	/* one pass for both: on a busy machine it can take seconds, which
+	 * the tricklers wait out (trickle_lag_max_ms) */
+	long acc = server_scan(s->o.port, s->peers, s->big_peers, &unread);
 	unsigned open = count_open(s, 0, s->n);
 	long long want = 0;
 
@@ -224,7 +229,7 @@ static void settle_check(struct slow *s, uint64_t now)
 			want += (long long)s->o.big_bytes;
 	if (acc > s->accepted)
 		s->accepted = acc;
-	s->big_read = big_read(s);
+	s->big_read = big_read(s, unread);
 	if (s->big_read > s->big_read_best) {
 		s->big_read_best = s->big_read;
 		s->progress_ns = now;
@@ -282,19 +287,6 @@ static void *slow_thread(void *arg)
 	return NULL;
 }
 
-/* Our local port of a connection, marked in peers. */
-static void mark_peer(struct slow *s, int fd)
-{
-	struct sockaddr_in6 sa;
-	socklen_t sl = sizeof(sa);
-	unsigned port;
-
-	if (getsockname(fd, (struct sockaddr *)&sa, &sl) < 0)
-		return;
-	port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
-	s->peers[port / 8] |= (uint8_t)(1u << (port % 8));
-}
-
 struct slow *slow_start(const struct slow_opts *o)
 {
 	struct slow *s = calloc(1, sizeof(*s));
@@ -324,9 +316,10 @@ struct slow *slow_start(const struct slow_opts *o)
 			continue;
 		if (fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK) < 0)
 			die("fcntl");
+		peers_add(s->peers, fds[i]);
 		if (is_big(s, i)) {
 			s->big_connected++;
-			mark_peer(s, fds[i]);
+			peers_add(s->big_peers, fds[i]);
 			watch(s, i, EPOLLIN | EPOLLRDHUP | EPOLLOUT, EPOLL_CTL_ADD);
 		} else {
 			s->connected++;

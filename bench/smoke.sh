@@ -5,7 +5,8 @@
 # options and every one served afterwards; for slow, 20 tricklers and 2 big
 # partial packets held while 20 new clients are served); then the generator
 # against the probe's trivial server, clean and with each injected bug, to
-# show the checks can fail; then BENCHMARKS.md rendered from the slow lines.
+# show the checks can fail; then BENCHMARKS.md rendered from the slow lines
+# (the page, and its raw lines in a file beside it).
 # No timing is asserted. Last line: "bench-smoke: N passed, M failed".
 set -euo pipefail
 
@@ -143,8 +144,12 @@ if "$BENCH_DIR/run.sh" -i "$SLOW_LINES" -o "$WORK/report.md" 2>"$WORK/report.err
 		not_ok "report: the few slow clients' target"
 	elif [ "$rows" -lt 14 ] || [ -n "$bad" ]; then
 		not_ok "report: the slow clients' table" "$rows rows" "$bad"
+	elif grep -q '^run=' "$WORK/report.md" ||
+		! grep -qF '[report.raw](report.raw)' "$WORK/report.md" ||
+		! diff <(grep '^run=' "$WORK/report.raw") "$SLOW_LINES" >/dev/null; then
+		not_ok "report: the raw lines in report.raw beside the page, not on it"
 	else
-		ok "report: slow clients' targets and table ($rows rows)"
+		ok "report: slow clients' targets and table ($rows rows), the raw lines beside it"
 	fi
 else
 	not_ok "report renders from the slow lines" "$(cat "$WORK/report.err")"
