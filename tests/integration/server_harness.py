@@ -303,7 +303,11 @@ def proc_exists(pid):
 
 
 def tcp_entries():
-    """(local_port, remote_port, state, rx_queue, inode) of every TCP socket."""
+    """(local_port, remote_port, state, rx_queue, inode) of every TCP socket,
+    each once.  The kernel prints these tables a page per read() and finds
+    its place again by counting, so while other processes open and close
+    sockets a socket may be listed twice (kept once here) or not at all (a
+    caller that needs one to be there looks again)."""
     entries = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -318,7 +322,7 @@ def tcp_entries():
             rx_queue = int(fields[4].split(":")[1], 16)
             entries.append((local_port, remote_port, int(fields[3], 16),
                             rx_queue, int(fields[9])))
-    return entries
+    return list(dict.fromkeys(entries))
 
 
 def server_send_queue(server, client):
