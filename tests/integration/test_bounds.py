@@ -76,6 +76,12 @@ def keeps_up(server, socks):
     return all(sides.get(s.getsockname()[1], (0,))[0] <= 1 for s in socks)
 
 
+def all_on_the_server(server, socks):
+    """The server holds a connection for each of these clients."""
+    sides = server_sides(server)
+    return all(s.getsockname()[1] in sides for s in socks)
+
+
 def read_or_dropped(server, sock):
     """The server has read all this client sent, or closed it."""
     side = server_side(server, sock)
@@ -167,9 +173,8 @@ def test_slow_clients_do_not_delay_a_fresh_client(make_server):
                 print(f"{total} slow clients: answered in {took * 1000:.1f} ms")
             assert not slow.failed, f"slow clients closed: {slow.failed}"
             # (a socket may be missing from one reading of the table)
-            wait_until(lambda: all(s.getsockname()[1] in sides
-                                   for sides in [server_sides(server)]
-                                   for s in slow.socks), scaled(2),
+            wait_until(lambda: all_on_the_server(server, slow.socks),
+                       scaled(2),
                        what="every slow client's connection on the server")
         assert not log_lines(server, "Disconnecting|Closing idle")
     finally:
