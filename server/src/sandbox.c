@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -262,6 +264,42 @@ int sandbox_confine(const struct sandbox_worker *w)
 	if (rc != 0) {
 		log_msg(LOG_ERR, "seccomp_load: %s (the kernel needs CONFIG_SECCOMP_FILTER; --no-syscall-filter runs unconfined)",
 			strerror(-rc));
+		return -1;
+	}
+	return 0;
+}
+
+/* ----------------------------------------------------------- limits */
+
+/* Where the hard limit may not move (valgrind keeps descriptors of its
+ * own above it), the soft limit alone bounds the worker. */
+static int limit_descriptors(rlim_t most)
+{
+	struct rlimit files = { most, most };
+
+	if (setrlimit(RLIMIT_NOFILE, &files) == 0)
+		return 0;
+	if (getrlimit(RLIMIT_NOFILE, &files) != 0)
+		return -1;
+	files.rlim_cur = most;
+	return setrlimit(RLIMIT_NOFILE, &files);
+}
+
+int sandbox_limit(unsigned long files)
+{
+	const struct rlimit no_core = { 0, 0 };
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+		log_errno("Cannot restrict the worker: prctl(PR_SET_NO_NEW_PRIVS)");
+		return -1;
+	}
+	if (setrlimit(RLIMIT_CORE, &no_core) != 0) {
+		log_errno("Cannot restrict the worker: setrlimit(RLIMIT_CORE, 0)");
+		return -1;
+	}
+	if (limit_descriptors((rlim_t)files) != 0) {
+		log_errno("Cannot restrict the worker: setrlimit(RLIMIT_NOFILE, %lu)",
+			  files);
 		return -1;
 	}
 	return 0;

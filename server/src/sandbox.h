@@ -1,6 +1,9 @@
 /*
- * sandbox: the system call filter that confines a worker once it is ready
- * to serve (seccomp, built with libseccomp).  Owns the allow-list, the
+ * sandbox: what confines a worker, the process that parses what clients
+ * send.  Owns its limits (no privilege through exec, no core dump, no
+ * more descriptors than serving needs) and the system call filter it
+ * loads once it is ready to serve (seccomp, built with libseccomp): the
+ * allow-list, the
  * choice for each refused call between failing it with an errno and
  * killing the worker, the worker's SIGSYS handler that records which call
  * killed it, and the reports in which the parent finds that call's name
@@ -33,6 +36,10 @@ struct sandbox_worker {
 struct sandbox_report *sandbox_map_reports(unsigned count);
 void sandbox_unmap_reports(struct sandbox_report *reports, unsigned count);
 void sandbox_clear_report(struct sandbox_report *report);
+
+/* The worker, as soon as it runs as its user: no_new_privs, no core dump,
+ * and at most files descriptors.  0, or -1 (logged). */
+int sandbox_limit(unsigned long files);
 
 /* The worker, once it has everything it needs and before it accepts:
  * from here on, only the calls serving needs.  0, or -1 (logged). */

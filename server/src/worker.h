@@ -1,15 +1,9 @@
 /*
- * worker: one worker process (nginx's worker).  Owns its set-up (the
- * descriptors it keeps, the privilege drop, its limits, its own open file
- * descriptions of the data file and the lock) and its event loop: accepting
- * from the listening socket every worker shares, serving each connection
- * (connection.h), and keeping the bounds: deadlines, the service's
- * connection cap (with the census, census.h), its share of the buffer
- * budget, and appends that wait for the lock while everything else goes
- * on.  Once ready, before it accepts, it confines itself to the system
- * calls serving needs (sandbox.h).  It stops when the parent closes the
- * lifeline (or on a stop signal),
- * closing its connections, and always ends with _exit().
+ * worker: one worker process (nginx's worker), from its fork to its
+ * _exit().  Owns its set-up: the descriptors it keeps, the privilege drop,
+ * its limits and, once ready, its system call filter (sandbox.h), its own
+ * open file descriptions of the data file and the lock, and saying it has
+ * started; then it runs its event loop (loop.h) until the parent lets go.
  */
 #ifndef AESD_WORKER_H
 #define AESD_WORKER_H

@@ -213,7 +213,7 @@ def test_large_partial_packets_cannot_starve_small_ones(make_server, args,
     The 4MiB-budget case fails on the issue-9 server at once (no -B); the
     default-budget case fails there because the 40 clients pin its 32
     workers, so the small clients wait for the -i deadline.  Both fail
-    under the mutation "keep_to_budget() returns at once" (worker.c): no
+    under the mutation "keep_to_budget() returns at once" (loop.c): no
     disconnect line, and about 36 MiB held."""
     raise_nofile(1024)
     server = make_server(*args)

@@ -154,9 +154,9 @@ def test_new_client_at_the_cap_waits_only_for_room(make_server):
     Fails on the issue-14 server: the first worker, woken for the new
     client, is full and turns it down; the second, with room, is never
     woken, and the client waits for another arrival (12 s and more).
-    Fails under the mutation "decline() wakes nobody" (worker.c) only
-    when the kernel wakes the worker at its cap; and under "census_open()
-    returns the cap" always."""
+    Fails under the mutation "census_turned_down() wakes nobody"
+    (census.c) only when the kernel wakes the worker at its cap; and
+    under "census_open() returns the cap" always."""
     server, first, second, established, silent, expected = \
         established_then_silent(make_server, 0)
     idle_for(1.2)
@@ -186,7 +186,7 @@ def test_connection_with_bytes_in_the_kernel_is_not_idle(make_server):
 
     Fails on the issue-14 server: A is closed as idle, gets a reset, and
     its packet is lost.  Fails under the mutation "find_room() does not
-    peek" (worker.c)."""
+    peek" (loop.c)."""
     server = make_server("-w", "1", "-c", "1", "-i", "0")
     (worker,) = wait_workers(server, 1)
     a = connect_on(server, worker)
