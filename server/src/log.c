@@ -1,6 +1,8 @@
 /* log: syslog datagrams, with an optional copy on stderr. */
 #include "log.h"
 
+#include "mstime.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +20,9 @@
 static bool log_to_stderr;
 static bool starting = true;
 static int log_fd = -1;		/* unconnected: every line is addressed */
+/* No syslogd (no /dev/log, or nobody behind it): lines are dropped, as by
+ * syslog(3), without a system call each, until this time (mstime). */
+static long long absent_until_ms;
 static const struct sockaddr_un log_address = {
 	.sun_family = AF_UNIX,
 	.sun_path = _PATH_LOG,
@@ -72,7 +77,7 @@ static void send_to_syslog(int priority, const char *message)
 	struct tm tm;
 	int len;
 
-	if (log_fd < 0)
+	if (log_fd < 0 || now_ms() < absent_until_ms)
 		return;
 	if (clock_gettime(CLOCK_REALTIME, &now) == 0 &&
 	    localtime_r(&now.tv_sec, &tm))
@@ -85,11 +90,16 @@ static void send_to_syslog(int priority, const char *message)
 	if ((size_t)len >= sizeof(line))
 		len = sizeof(line) - 1;
 	/* Without a syslogd (ENOENT, ECONNREFUSED) the line is lost, as
-	 * with syslog(3); a full one makes us wait, as syslog(3) does. */
+	 * with syslog(3), and so are the next second's; a full socket makes
+	 * us wait, as syslog(3) does. */
 	while (sendto(log_fd, line, (size_t)len, MSG_NOSIGNAL,
 		      (const struct sockaddr *)&log_address,
-		      sizeof(log_address)) < 0 && errno == EINTR)
-		;
+		      sizeof(log_address)) < 0) {
+		if (errno == ENOENT || errno == ECONNREFUSED)
+			absent_until_ms = now_ms() + 1000;
+		if (errno != EINTR)
+			break;
+	}
 }
 
 static void log_vmsg(int priority, const char *fmt, va_list ap,
