@@ -149,8 +149,15 @@ bool census_take_place(struct census *c, unsigned i, unsigned open,
 void census_publish_idle(struct census *c, unsigned i, enum census_idle kind,
 			 long long since_ms)
 {
-	STORE(c->entries[i].idle_since, stamp(c, since_ms));
-	STORE(c->entries[i].idle_kind, (int)kind);
+	struct entry *e = &c->entries[i];
+	uint32_t since = stamp(c, since_ms);
+
+	/* written only when it changed: most turns of the loop change
+	 * nothing, and others read these words all the time */
+	if (LOAD(e->idle_since) != since)
+		STORE(e->idle_since, since);
+	if (LOAD(e->idle_kind) != (int)kind)
+		STORE(e->idle_kind, (int)kind);
 }
 
 /* Never-spoke before spoke, then longest idle, then the lower index; a
@@ -185,7 +192,8 @@ void census_publish(struct census *c, unsigned i, const struct conntable *t)
 {
 	uint32_t first = conntable_first_idle(t);
 
-	census_set_open(c, i, t->open);
+	if (__atomic_load_n(&c->entries[i].open, __ATOMIC_RELAXED) != t->open)
+		census_set_open(c, i, t->open);
 	if (first == CONN_NONE)
 		census_publish_idle(c, i, CENSUS_NOT_IDLE, 0);
 	else
@@ -194,9 +202,10 @@ void census_publish(struct census *c, unsigned i, const struct conntable *t)
 				    t->slots[first].conn.since_ms);
 }
 
-uint32_t census_first_to_close(const struct census *c, unsigned i,
+uint32_t census_first_to_close(struct census *c, unsigned i,
 			       const struct conntable *t, long long now)
 {
+	census_publish(c, i, t);	/* its own entry as it is now */
 	if (census_first_idle(c, i) != (int)i)
 		return CONN_NONE;
 	return conntable_evictable(t, now);

@@ -56,7 +56,7 @@ int census_first_idle(const struct census *c, unsigned i);
  * turned a client down, it wakes the worker that holds the first one, or
  * if none is known every other, to look again. */
 void census_publish(struct census *c, unsigned i, const struct conntable *t);
-uint32_t census_first_to_close(const struct census *c, unsigned i,
+uint32_t census_first_to_close(struct census *c, unsigned i,
 			       const struct conntable *t, long long now);
 void census_turned_down(const struct census *c, unsigned i);
 

@@ -96,7 +96,6 @@ static void close_conn(struct loop *l, uint32_t id)
 	deadlines_clear(&l->deadlines, id);
 	conn_close(&l->table.slots[id].conn);
 	conntable_remove(&l->table, id);
-	census_publish(l->census, l->me, &l->table);
 }
 
 /* Closes the connections buffering most until the rest fit this worker's
@@ -143,7 +142,6 @@ static void after_serving(struct loop *l, uint32_t id, enum conn_want want)
 	else
 		deadlines_clear(&l->deadlines, id);
 	conntable_update(&l->table, id);
-	census_publish(l->census, l->me, &l->table);
 	keep_to_budget(l);
 }
 
@@ -268,8 +266,9 @@ static long long update_listening(struct loop *l, long long now)
 	long long again = -1;
 	bool on = true;
 
-	/* Published anew each time round: whatever another process wrote over
-	 * this worker's entry lasts no longer than that. */
+	/* What this worker is, for the others, once a turn (its entry as it
+	 * was at the last turn until then): whatever another process wrote
+	 * over it lasts no longer than that either. */
 	census_publish(l->census, l->me, &l->table);
 	if (l->accept_again_ms > now) {
 		on = false;
@@ -337,7 +336,6 @@ static void open_conn(struct loop *l, int fd,
 	uint32_t id;
 	struct conn *c = conntable_add(&l->table, &id);
 
-	census_publish(l->census, l->me, &l->table);
 	listener_peer_name(peer, name);
 	conn_open(c, fd, name, l->setup->limits->max_packet, now_ms());
 	/* A client's first packet has usually arrived by now: it is answered
