@@ -119,7 +119,8 @@ static enum conn_want keep(struct conn *c, struct byte_span first,
 	char *copy;
 
 	if (len == 0) {
-		drop_unparsed(c);
+		if (c->unparsed)
+			drop_unparsed(c);
 		return want;
 	}
 	if (in_unparsed(c, rest) &&

@@ -105,16 +105,20 @@ static void send_to_syslog(int priority, const char *message)
 static void log_vmsg(int priority, const char *fmt, va_list ap,
 		     const char *cause)
 {
-	char text[512], message[600];
+	bool to_stderr = log_to_stderr || (starting && priority <= LOG_WARNING);
 	int saved_errno = errno;
+	char message[600];
+	int len;
 
-	vsnprintf(text, sizeof(text), fmt, ap);
-	if (cause)
-		snprintf(message, sizeof(message), "%s: %s", text, cause);
-	else
-		snprintf(message, sizeof(message), "%s", text);
+	/* nowhere to go (no syslogd, no stderr copy): not even formatted */
+	if (!to_stderr && (log_fd < 0 || now_ms() < absent_until_ms))
+		return;
+	len = vsnprintf(message, sizeof(message), fmt, ap);
+	if (cause && len >= 0 && (size_t)len < sizeof(message))
+		snprintf(message + len, sizeof(message) - (size_t)len, ": %s",
+			 cause);
 	send_to_syslog(priority, message);
-	if (log_to_stderr || (starting && priority <= LOG_WARNING))
+	if (to_stderr)
 		fprintf(stderr, "%s[%ld]: %s\n", IDENT, (long)getpid(),
 			message);
 	errno = saved_errno;

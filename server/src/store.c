@@ -240,14 +240,16 @@ void store_close(struct store *s)
  * holds it longer (stopped, or a slow disk) must not stop this worker. */
 static enum store_result take_lock(int fd)
 {
-	long long give_up = now_us() + LOCK_SPIN_US;
+	long long give_up = 0;
 
 	while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
 		if (errno != EWOULDBLOCK && errno != EINTR) {
 			log_errno("Cannot take the appenders' lock: flock(LOCK_EX)");
 			return STORE_FAILED;
 		}
-		if (now_us() >= give_up)
+		if (!give_up)	/* the clock only once it is taken */
+			give_up = now_us() + LOCK_SPIN_US;
+		else if (now_us() >= give_up)
 			return STORE_BUSY;
 		sched_yield();
 	}
