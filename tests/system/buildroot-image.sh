@@ -165,9 +165,11 @@ offline rebuild-again 0 "aesd-assignments-rebuild all"
 log "package-only rebuild (aesd-assignments and the root file system): $((SECONDS - start)) s"
 rebuilt=$(find "$br/output/build" -mindepth 2 -maxdepth 2 -name .stamp_built \
 	-newer "$marker" -printf '%h\n' | xargs -r -n1 basename | sort)
-# the package's build directory, aesd-assignments-<its version>
-package_dir=$(make -s --no-print-directory -C "$br" printvars VARS=AESD_ASSIGNMENTS_DIR |
-	sed -n 's/^AESD_ASSIGNMENTS_DIR=//p')
+# the package's build directory, aesd-assignments-<its version>, and the
+# kernel's
+dirs=$(make -s --no-print-directory -C "$br" printvars VARS='AESD_ASSIGNMENTS_DIR LINUX_DIR')
+package_dir=$(sed -n 's/^AESD_ASSIGNMENTS_DIR=//p' <<<"$dirs")
+linux_dir=$(sed -n 's/^LINUX_DIR=//p' <<<"$dirs")
 if [ -z "$package_dir" ]; then
 	echo "buildroot-image: Buildroot did not report AESD_ASSIGNMENTS_DIR" >&2
 	exit 1
@@ -190,5 +192,25 @@ log "two package rebuilds gave the same Image and rootfs.ext2:"
 echo "$second"
 ls -l "$images/Image" "$images/rootfs.ext2"
 
+# The kernel as built: the workers' seccomp filter needs CONFIG_SECCOMP and
+# CONFIG_SECCOMP_FILTER (board/aesd-qemu/linux.fragment); and nothing in it
+# needed the host OpenSSL the defconfig does not build: the kernel's only
+# host programs that link it (certificates, module signing) were not built.
+for option in CONFIG_SECCOMP CONFIG_SECCOMP_FILTER; do
+	if ! grep -qx "$option=y" "$linux_dir/.config"; then
+		echo "buildroot-image: the kernel lacks $option=y ($linux_dir/.config)" >&2
+		exit 1
+	fi
+done
+for program in certs/extract-cert scripts/sign-file scripts/insert-sys-cert; do
+	if [ -e "$linux_dir/$program" ]; then
+		echo "buildroot-image: the kernel built $program, which needs the host's OpenSSL" >&2
+		echo "buildroot-image: (BR2_LINUX_KERNEL_NEEDS_HOST_OPENSSL is off in the defconfig)" >&2
+		exit 1
+	fi
+done
+log "the kernel has CONFIG_SECCOMP_FILTER and built nothing that needs OpenSSL"
+
 cd "$top"
-AESD_IMAGE=buildroot /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/system
+# -rs: a skipped test says why
+AESD_IMAGE=buildroot /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider tests/system
