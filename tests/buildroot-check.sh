@@ -474,6 +474,7 @@ else
 	super=$TMP/build-sh-super
 	mkdir -p "$super/buildroot"
 	cp "$ROOT/build.sh" "$ROOT/.gitmodules" "$super/"
+	ln -s "$ROOT/scripts" "$super/scripts"
 	git -C "$super" init -q
 	git -C "$super" update-index --add --cacheinfo \
 		"160000,$(git -C "$BUILDROOT_DIR" rev-parse HEAD),buildroot"
@@ -492,13 +493,28 @@ else
 		check "...and how to use a copy of Buildroot's repository instead" \
 			grep -qF "git config submodule.buildroot.url /path/to/buildroot.git" \
 			"$TMP/build-sh-super.log"
+		# That recipe, run as printed with the tree under test as the
+		# copy: git must check out the pinned commit (git 2.38.1 and
+		# later refuse a submodule from a local path unless told).
+		sed -n 's/^ *\(git .*\)$/\1/p' "$TMP/build-sh-super.log" |
+			sed "s|/path/to/buildroot.git|$BUILDROOT_DIR|" >"$TMP/recipe.sh"
+		if (cd "$super" && env HOME="$TMP/home" GIT_CONFIG_NOSYSTEM=1 \
+			"${no_network[@]}" sh -e "$TMP/recipe.sh") >"$TMP/recipe.log" 2>&1; then
+			check "...which checks out the pinned Buildroot when run as printed" \
+				test "$(git -C "$super/buildroot" rev-parse HEAD 2>/dev/null)" = \
+				"$(git -C "$BUILDROOT_DIR" rev-parse HEAD)"
+		else
+			fail "the printed recipe failed:"
+			sed 's/^/    /' "$TMP/recipe.sh" "$TMP/recipe.log"
+		fi
 	fi
 
 	# (2) A Buildroot tree, but nothing to download with and no downloads.
 	copy=$TMP/build-sh-copy
 	mkdir -p "$copy"
-	cp "$ROOT/build.sh" "$copy/"
+	cp "$ROOT/build.sh" "$ROOT/clean.sh" "$copy/"
 	ln -s "$EXTERNAL" "$copy/base_external"
+	ln -s "$ROOT/scripts" "$copy/scripts"
 	/usr/bin/python3 - "$BUILDROOT_DIR" "$copy/buildroot" <<'EOF'
 import os, subprocess, sys
 tree, copy = sys.argv[1:]

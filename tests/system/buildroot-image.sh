@@ -29,6 +29,9 @@ images=$br/output/images
 stamp=$br/output/.aesd-offline-config
 
 log() { printf 'buildroot-image: %s\n' "$*"; }
+# br_progress: a line per package as the build goes, as ./build.sh prints
+# shellcheck source=scripts/buildroot.sh
+. "$top/scripts/buildroot.sh"
 skip() { printf 'SKIP: %s\n' "$*"; exit 0; }
 
 if ! [ -x "$recipe/build-offline.sh" ] || ! [ -x "$recipe/setup-offline.sh" ]; then
@@ -36,7 +39,7 @@ if ! [ -x "$recipe/build-offline.sh" ] || ! [ -x "$recipe/setup-offline.sh" ]; t
 fi
 
 # The pinned Buildroot, as ./build.sh gets it
-if ! git -C "$top" submodule update --init buildroot; then
+if ! br_submodule_update "$top"; then
 	[ -f "$br/Makefile" ] || skip "no Buildroot tree: 'git submodule update --init buildroot' failed"
 	log "warning: could not update the submodule; using the tree in $br"
 fi
@@ -66,58 +69,6 @@ config_id() {
 	} | sha256sum | cut -d' ' -f1
 }
 
-# elapsed SECONDS: "12 min 05 s"
-elapsed() {
-	printf '%d min %02d s' $(($1 / 60)) $(($1 % 60))
-}
-
-# progress LOG PID: while PID runs, a line as each package starts (the
-# first of Buildroot's ">>> PACKAGE VERSION STEP" lines about it in LOG),
-# and at least one a minute: the package, how many have started of how
-# many, what it is doing, the time so far.
-progress() {
-	local file=$1 pid=$2 start=$SECONDS said=$SECONDS total="" started=0 \
-		lines steps names n current name step new
-	while kill -0 "$pid" 2>/dev/null; do
-		sleep 5
-		# ">>> PACKAGE VERSION STEP", or ">>>   STEP" for the whole build
-		lines=$(sed -n 's/\x1b\[[0-9;]*m//g; s/^>>> //p' "$file")
-		steps=$(grep -v '^ ' <<<"$lines") || true
-		if [ -z "$total" ] && [ -n "$steps" ]; then
-			# configured: every package this build makes, host ones too
-			total=$(nice -n 19 make -s --no-print-directory -C "$br" show-info 2>/dev/null |
-				/usr/bin/python3 -c 'import json, sys
-print(sum(p["type"] != "rootfs" for p in json.load(sys.stdin).values()))' 2>/dev/null ||
-				echo "?")
-		fi
-		names=$(printf '%s\n' "$steps" | awk 'NF && !seen[$1]++ { print $1 }')
-		n=$(printf '%s' "$names" | grep -c .) || true
-		# the last line (VERSION may be empty)
-		current=$(printf '%s\n' "$lines" | tail -n 1)
-		case $current in
-		" "*)
-			name=Buildroot
-			step=${current#"${current%%[! ]*}"}
-			;;
-		*)
-			name=${current%% *}
-			step=${current#* }
-			step=${step#* }
-			;;
-		esac
-		if [ "$n" -gt "$started" ]; then
-			for new in $(printf '%s\n' "$names" | tail -n "$((n - started))"); do
-				started=$((started + 1))
-				log "[$started/${total:-?}] $new ($(elapsed $((SECONDS - start))))"
-			done
-			said=$SECONDS
-		elif [ $((SECONDS - said)) -ge 60 ]; then
-			log "[$started/${total:-?}] ${name:-Buildroot}: ${step:-configuring itself} ($(elapsed $((SECONDS - start))))"
-			said=$SECONDS
-		fi
-	done
-}
-
 # offline NAME RECONFIGURE [MAKE_ARGS]: run the recipe's build, its output
 # in buildroot/output/aesd-NAME.log; with PROGRESS=1, report progress
 offline() {
@@ -126,7 +77,7 @@ offline() {
 		"$recipe/build-offline.sh" "$top" > "$log" 2>&1 &
 	pid=$!
 	if [ "${PROGRESS:-0}" = 1 ]; then
-		progress "$log" "$pid"
+		br_progress "$log" "$pid" "$br" buildroot-image
 	fi
 	wait "$pid" || rc=$?
 	if [ "$rc" -ne 0 ]; then
@@ -146,15 +97,19 @@ if ! [ -f "$images/rootfs.ext4" ] || ! [ -f "$images/Image" ] ||
 	mkdir -p "$br/output"
 	log "Buildroot's output goes to $br/output/aesd-clean.log"
 	start=$SECONDS
-	PROGRESS=1 offline clean 1
-	log "clean build: $((SECONDS - start)) s"
+	# Every package that is ready builds at once, on every CPU
+	# (BR2_PER_PACKAGE_DIRECTORIES in the defconfig makes that safe)
+	PROGRESS=1 offline clean 1 "-j$(nproc)"
+	log "clean build: $((SECONDS - start)) s (make -j$(nproc))"
 	config_id > "$stamp"
 fi
 
 # What a change to server/ needs: the package and the root file system
 # again. The first rebuild also catches up with anything else that is out
 # of date (an edited BusyBox fragment, say); the second must rebuild the
-# package alone, leave the kernel alone, and give the same bytes.
+# package alone, leave the kernel alone, and give the same bytes. Without
+# -j: with per-package directories make would also work on the goals of
+# one command line at once, and "all" must come after the rebuild.
 offline rebuild 0 "aesd-assignments-rebuild all"
 first=$(cd "$images" && sha256sum Image rootfs.ext2)
 
