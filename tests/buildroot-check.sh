@@ -549,10 +549,30 @@ EOF
 		grep -v / "$TMP/external-deps" >"$TMP/archives"; then
 		mkdir -p "$TMP/build-sh-dl/some-package"
 		(cd "$TMP/build-sh-dl/some-package" && xargs touch <"$TMP/archives")
+
+		# clean.sh says what it deletes, and deletes it only when told
+		if (cd "$copy" && ./clean.sh </dev/null) >"$TMP/clean.log" 2>&1; then
+			fail "clean.sh without a terminal or --yes went ahead"
+		else
+			check "clean.sh without a terminal or --yes names what it would delete" \
+				grep -qF "  buildroot/output/ " "$TMP/clean.log"
+			check "...and deletes nothing" \
+				test -f "$copy/buildroot/.config" -a -d "$copy/buildroot/output"
+		fi
+		if (cd "$copy" && ./clean.sh --yes) >>"$TMP/clean.log" 2>&1; then
+			check "clean.sh --yes deletes buildroot/output and buildroot/.config" \
+				test ! -e "$copy/buildroot/.config" -a ! -e "$copy/buildroot/output"
+		else
+			fail "clean.sh --yes"
+			sed 's/^/    /' "$TMP/clean.log"
+		fi
+
 		if offline_build "$TMP/build-sh-check.log" "$copy" --check; then
 			check "build.sh --check without network, every archive in BR2_DL_DIR: ready" \
 				grep -qF "No network, but all $(wc -l <"$TMP/archives") source archives are in" \
 				"$TMP/build-sh-check.log"
+			check "...having changed nothing (no buildroot/.config, no output/)" \
+				test ! -e "$copy/buildroot/.config" -a ! -e "$copy/buildroot/output"
 		else
 			fail "build.sh --check without network, every archive in BR2_DL_DIR"
 			sed 's/^/    /' "$TMP/build-sh-check.log"
