@@ -19,24 +19,27 @@ print(sum(p["type"] != "rootfs" for p in json.load(sys.stdin).values()))' 2>/dev
 }
 
 # br_progress LOG PID BUILDROOT_DIR LABEL: while process PID runs, print
-# "LABEL: [n/N] PACKAGE (elapsed)" as each package starts (the first of
-# Buildroot's ">>> PACKAGE VERSION STEP" lines about it in LOG), and at
-# least one line a minute with what the build is doing. N counts every
-# package of the configuration, host ones included; in a partial rebuild
-# only the packages rebuilt start.
+# "LABEL: [n/N] PACKAGE (elapsed)" as each package starts its real work
+# (Buildroot's ">>> PACKAGE VERSION Configuring" line in LOG, which every
+# package prints once what it depends on is built; in a parallel build
+# every package's sources are fetched and extracted at the start), and at
+# least one line a minute with the last thing the build did. N counts
+# every package of the configuration, host ones included; in a partial
+# rebuild only the packages rebuilt start.
 br_progress() {
 	local file=$1 pid=$2 br=$3 label=$4 start=$SECONDS said=$SECONDS total="" \
-		started=0 lines steps names n current name step new
+		started=0 lines names n current name step new
 	while kill -0 "$pid" 2>/dev/null; do
 		sleep 5
-		# ">>> PACKAGE VERSION STEP", or ">>>   STEP" for the whole build
-		lines=$(sed -n 's/\x1b\[[0-9;]*m//g; s/^>>> //p' "$file" 2>/dev/null)
-		steps=$(grep -v '^ ' <<<"$lines") || true
-		if [ -z "$total" ] && [ -n "$steps" ]; then
+		# ">>> PACKAGE VERSION STEP", or ">>>   STEP" for the whole build;
+		# in a parallel build it may follow another package's unfinished
+		# line ("checking for snprintf... >>> host-pkgconf 2.3.0 Configuring")
+		lines=$(sed -n 's/\x1b\[[0-9;]*m//g; s/^.*>>> //p' "$file" 2>/dev/null)
+		if [ -z "$total" ] && [ -n "$lines" ]; then
 			# configured by now
 			total=$(br_package_count "$br")
 		fi
-		names=$(printf '%s\n' "$steps" | awk 'NF && !seen[$1]++ { print $1 }')
+		names=$(grep -v '^ ' <<<"$lines" | awk '/ Configuring$/ && !seen[$1]++ { print $1 }')
 		n=$(printf '%s' "$names" | grep -c .) || true
 		# the last line (VERSION may be empty)
 		current=$(printf '%s\n' "$lines" | tail -n 1)
