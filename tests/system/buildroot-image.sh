@@ -60,11 +60,25 @@ if ! [ -f "$BR_OFFLINE_DIR/offline.config" ]; then
 	"$recipe/setup-offline.sh"
 fi
 
+# Per-package directories (BR2_PER_PACKAGE_DIRECTORIES) give each package a
+# host directory with only what it depends on. Two of the recipe's Debian
+# sources need more: Debian's attr 2.5.1 and acl 2.3.1 carry a patch
+# (gettext-musl) that calls gettext's AM_GNU_GETTEXT_REQUIRE_VERSION, which
+# their bundled m4/gettext.m4 (gettext 0.18.2) lacks, and autoconf runs on
+# them (attr's autoreconf; acl's build regenerates configure, the patch
+# being newer). Without per-package directories they found the macro in
+# the one host directory, where the recipe's host-gettext stub had put it.
+# So aclocal also searches the stub's macros. Buildroot's own attr 2.5.2
+# and acl 2.3.2 need no such thing (attr calls no such macro; acl's
+# configure is generated from gettext 0.22.4's and not redone).
+offline_make_args="ACLOCAL_PATH=\$(ACLOCAL_DIR):\$(ACLOCAL_HOST_DIR):$BR_OFFLINE_DIR/stubs/gettext-tiny/m4"
+
 # Everything a clean build depends on besides server/
 config_id() {
 	{
 		git -C "$br" rev-parse HEAD
 		cat "$BR_OFFLINE_DIR/offline.config" "$BR_OFFLINE_DIR/local.mk"
+		echo "$offline_make_args"
 		(cd "$top/base_external" && find . -type f | LC_ALL=C sort | xargs sha256sum)
 	} | sha256sum | cut -d' ' -f1
 }
@@ -73,7 +87,7 @@ config_id() {
 # in buildroot/output/aesd-NAME.log; with PROGRESS=1, report progress
 offline() {
 	local rc=0 log=$br/output/aesd-$1.log pid
-	BUILD_LOG=/dev/null RECONFIGURE=$2 MAKE_ARGS=${3:-} \
+	BUILD_LOG=/dev/null RECONFIGURE=$2 MAKE_ARGS="${3:-} $offline_make_args" \
 		"$recipe/build-offline.sh" "$top" > "$log" 2>&1 &
 	pid=$!
 	if [ "${PROGRESS:-0}" = 1 ]; then
