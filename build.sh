@@ -8,8 +8,10 @@
 #
 # Every package that is ready builds at once, on every CPU (make -jN; the
 # defconfig's BR2_PER_PACKAGE_DIRECTORIES makes that safe): AESD_JOBS=N
-# sets N (default: the number of CPUs). Buildroot's own output goes to
-# buildroot/output/aesd-build.log; the terminal gets a line per package.
+# sets N (default: the number of CPUs). The root file system's host tools
+# are named as goals before "all", so that they build beside the kernel.
+# Buildroot's own output goes to buildroot/output/aesd-build.log; the
+# terminal gets a line per package.
 #
 # Downloads go to BR2_DL_DIR: $HOME/.buildroot-dl unless the environment
 # says otherwise, so a second clone or a rebuild after ./clean.sh
@@ -210,17 +212,22 @@ if [ "$check_only" = 1 ]; then
 fi
 
 # --- The build ---------------------------------------------------------------
+# How many packages, and the root file system's host tools, which make
+# would reach only after the kernel: as goals of their own, before "all",
+# they build beside it.
+read -r total early <<<"$(br_plan buildroot)"
 mkdir -p "$(dirname "$LOG")"
-phase "Building: make -C buildroot -j$jobs (downloads go to $dl_dir)"
-echo "Buildroot's output goes to $PWD/$LOG"
+phase "Building $total packages: make -C buildroot -j$jobs $early all"
+echo "Downloads go to $dl_dir. Buildroot's output goes to $PWD/$LOG"
 echo "(tail -f it to see everything); here, a line as each package starts:"
 start=$SECONDS
 : >"$LOG"
-br_progress "$LOG" "$$" buildroot build.sh &
+br_progress "$LOG" "$$" "$total" build.sh &
 progress=$!
 trap 'kill "$progress" 2>/dev/null || true' EXIT
 rc=0
-make -C buildroot -j"$jobs" >"$LOG" 2>&1 || rc=$?
+# shellcheck disable=SC2086 # $early: package names, one a word
+make -C buildroot -j"$jobs" $early all >"$LOG" 2>&1 || rc=$?
 kill "$progress" 2>/dev/null || true
 took=$(br_elapsed $((SECONDS - start)))
 if [ "$rc" -ne 0 ]; then

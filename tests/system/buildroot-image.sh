@@ -84,14 +84,15 @@ config_id() {
 }
 
 # offline NAME RECONFIGURE [MAKE_ARGS]: run the recipe's build, its output
-# in buildroot/output/aesd-NAME.log; with PROGRESS=1, report progress
+# in buildroot/output/aesd-NAME.log; with PROGRESS=N, report progress
+# (N: how many packages)
 offline() {
 	local rc=0 log=$br/output/aesd-$1.log pid
 	BUILD_LOG=/dev/null RECONFIGURE=$2 MAKE_ARGS="${3:-} $offline_make_args" \
 		"$recipe/build-offline.sh" "$top" > "$log" 2>&1 &
 	pid=$!
-	if [ "${PROGRESS:-0}" = 1 ]; then
-		br_progress "$log" "$pid" "$br" buildroot-image
+	if [ -n "${PROGRESS:-}" ]; then
+		br_progress "$log" "$pid" "$PROGRESS" buildroot-image
 	fi
 	wait "$pid" || rc=$?
 	if [ "$rc" -ne 0 ]; then
@@ -111,10 +112,15 @@ if ! [ -f "$images/rootfs.ext4" ] || ! [ -f "$images/Image" ] ||
 	mkdir -p "$br/output"
 	log "Buildroot's output goes to $br/output/aesd-clean.log"
 	start=$SECONDS
+	# The recipe's configuration first (its make runs olddefconfig, which
+	# builds nothing), to know what the build will build
+	offline configure 1 olddefconfig
+	read -r total early <<<"$(br_plan "$br")"
 	# Every package that is ready builds at once, on every CPU
-	# (BR2_PER_PACKAGE_DIRECTORIES in the defconfig makes that safe)
-	PROGRESS=1 offline clean 1 "-j$(nproc)"
-	log "clean build: $((SECONDS - start)) s (make -j$(nproc))"
+	# (BR2_PER_PACKAGE_DIRECTORIES in the defconfig makes that safe), and
+	# the root file system's host tools from the start (as ./build.sh does)
+	PROGRESS=$total offline clean 0 "-j$(nproc) $early all"
+	log "clean build: $((SECONDS - start)) s (make -j$(nproc) $early all)"
 	config_id > "$stamp"
 fi
 
