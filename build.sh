@@ -3,7 +3,15 @@
 # (base_external/). Images end up in buildroot/output/images/.
 #
 #   ./build.sh           check out Buildroot, configure (first run), build
-#   ./build.sh --check   only check that the build can get what it needs
+#   ./build.sh --check   only check that the build can get what it needs;
+#                        changes nothing (no checkout, no configuration)
+#
+# Every package that is ready builds at once, on every CPU (make -jN; the
+# defconfig's BR2_PER_PACKAGE_DIRECTORIES makes that safe): AESD_JOBS=N
+# sets N (default: the number of CPUs). The root file system's host tools
+# are named as goals before "all", so that they build beside the kernel.
+# Buildroot's own output goes to buildroot/output/aesd-build.log; the
+# terminal gets a line per package.
 #
 # Downloads go to BR2_DL_DIR: $HOME/.buildroot-dl unless the environment
 # says otherwise, so a second clone or a rebuild after ./clean.sh
@@ -14,9 +22,13 @@
 set -e
 
 cd "$(dirname "$0")"
+# br_submodule_update, br_progress
+# shellcheck source=scripts/buildroot.sh
+. scripts/buildroot.sh
 
 EXTERNAL="$PWD/base_external"
 DEFCONFIG=aesd_qemu_defconfig
+LOG=buildroot/output/aesd-build.log
 # the test aid that builds the image where nothing can be downloaded
 OFFLINE_RECIPE=../shared/br-offline
 # a probe of a download site gives up after this many seconds
@@ -28,6 +40,13 @@ case "${1:-}" in
 "") ;;
 *)
 	echo "usage: $0 [--check]" >&2
+	exit 2
+	;;
+esac
+jobs=${AESD_JOBS:-$(nproc)}
+case $jobs in
+'' | *[!0-9]* | 0)
+	echo "AESD_JOBS must be a number of parallel jobs, not '$jobs'" >&2
 	exit 2
 	;;
 esac
@@ -72,21 +91,31 @@ if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
 	if ! [ -e buildroot/.git ] ||
 		! git -C buildroot cat-file -e "$pinned^{commit}" 2>/dev/null; then
 		# The pinned commit is not here: git must fetch it.
-		url=$(git config submodule.buildroot.url ||
-			git config -f .gitmodules submodule.buildroot.url)
+		url=$(br_submodule_url .)
 		phase "Fetching the buildroot submodule (${pinned:0:10}) from $url"
 		if ! timeout "$PROBE_TIMEOUT" git ls-remote "$url" HEAD >/dev/null 2>&1; then
 			fail "cannot reach $url, where the Buildroot submodule comes from." "" \
 				"What to do:" \
 				"  - connect this machine to the internet and run $0 again;" \
-				"  - or check it out from a copy of Buildroot's git repository:" \
+				"  - or check it out from a copy of Buildroot's git repository (a clone" \
+				"    of $url made on a connected machine), then run $0 again:" \
 				"      git config submodule.buildroot.url /path/to/buildroot.git" \
-				"      git submodule update --init buildroot"
+				"      git -c protocol.file.allow=always submodule update --init buildroot" \
+				"    (git refuses a submodule from a local path without that -c;" \
+				"    $0 passes it too, for a local URL)"
 		fi
+		if [ "$check_only" = 1 ]; then
+			phase "Ready as far as can be checked (--check: nothing fetched)"
+			echo "The submodule's URL answers; ./build.sh will check it out. The"
+			echo "downloads can be checked once it is there."
+			exit 0
+		fi
+	elif [ "$check_only" = 1 ]; then
+		phase "The buildroot submodule is at the pinned commit (${pinned:0:10})"
 	else
 		phase "Updating the buildroot submodule"
 	fi
-	if ! git submodule update --init buildroot; then
+	if [ "$check_only" = 0 ] && ! br_submodule_update .; then
 		fail "could not check out the Buildroot submodule at ${pinned:0:10} (git's message above)."
 	fi
 fi
@@ -101,11 +130,25 @@ fi
 # nothing and needs the recipe's own make options.
 if grep -qsx 'BR2_WGET="false"' buildroot/.config; then
 	fail "buildroot/.config cannot download (BR2_WGET=\"false\"): it is the offline" \
-		"recipe's (./test.sh buildroot-image). Run ./clean.sh first to build" \
-		"here with ./build.sh, or go on with ./test.sh buildroot-image."
+		"recipe's (./test.sh buildroot-image). Run ./clean.sh first (it says what" \
+		"it deletes) to build here with ./build.sh, or go on with" \
+		"./test.sh buildroot-image."
 fi
 
-if [ ! -f buildroot/.config ]; then
+br=(make -s --no-print-directory -C buildroot)
+if [ "$check_only" = 1 ]; then
+	# The checks below need a configured tree: configure one in a
+	# directory of our own, from buildroot/.config when there is one.
+	scratch=$(mktemp -d "${TMPDIR:-/tmp}/aesd-build-check.XXXXXX")
+	trap 'rm -rf "$scratch"' EXIT
+	br+=(O="$scratch")
+	if [ -f buildroot/.config ]; then
+		cp buildroot/.config "$scratch/.config"
+		"${br[@]}" BR2_EXTERNAL="$EXTERNAL" olddefconfig >/dev/null
+	else
+		"${br[@]}" BR2_EXTERNAL="$EXTERNAL" "$DEFCONFIG" >/dev/null
+	fi
+elif [ ! -f buildroot/.config ]; then
 	phase "First run: loading $DEFCONFIG with BR2_EXTERNAL=$EXTERNAL"
 	make -C buildroot BR2_EXTERNAL="$EXTERNAL" "$DEFCONFIG"
 else
@@ -117,8 +160,7 @@ fi
 value() {
 	sed -n "s/^$1=//p" <<<"$vars" | sed 's/^"\(.*\)"$/\1/'
 }
-vars=$(make -s --no-print-directory -C buildroot printvars \
-	VARS='DL_DIR BR2_PRIMARY_SITE BR2_BACKUP_SITE')
+vars=$("${br[@]}" printvars VARS='DL_DIR BR2_PRIMARY_SITE BR2_BACKUP_SITE')
 dl_dir=$(value DL_DIR)
 sites=()
 for site in "$(value BR2_PRIMARY_SITE)" "$(value BR2_BACKUP_SITE)"; do
@@ -148,7 +190,7 @@ else
 			"$(download_help)"
 	fi
 	# (a package built from a local directory is listed as its file:// URL)
-	needed=$(make -s --no-print-directory -C buildroot external-deps | grep -v / | sort -u)
+	needed=$("${br[@]}" external-deps | grep -v / | sort -u)
 	have=$(find "$dl_dir" -type f -printf '%f\n' 2>/dev/null | sort -u)
 	missing=$(comm -23 <(printf '%s\n' "$needed") <(printf '%s\n' "$have"))
 	total=$(grep -c . <<<"$needed" || true)
@@ -165,13 +207,37 @@ else
 fi
 
 if [ "$check_only" = 1 ]; then
-	phase "Ready to build (--check: not building)"
+	phase "Ready to build (--check: nothing changed, not building)"
 	exit 0
 fi
 
-phase "Building (make -C buildroot; downloads go to $dl_dir)"
-make -C buildroot
+# --- The build ---------------------------------------------------------------
+# How many packages, and the root file system's host tools, which make
+# would reach only after the kernel: as goals of their own, before "all",
+# they build beside it.
+read -r total early <<<"$(br_plan buildroot)"
+mkdir -p "$(dirname "$LOG")"
+phase "Building $total packages: make -C buildroot -j$jobs $early all"
+echo "Downloads go to $dl_dir. Buildroot's output goes to $PWD/$LOG"
+echo "(tail -f it to see everything); here, a line as each package starts:"
+start=$SECONDS
+: >"$LOG"
+br_progress "$LOG" "$$" "$total" build.sh &
+progress=$!
+trap 'kill "$progress" 2>/dev/null || true' EXIT
+rc=0
+# shellcheck disable=SC2086 # $early: package names, one a word
+make -C buildroot -j"$jobs" $early all >"$LOG" 2>&1 || rc=$?
+kill "$progress" 2>/dev/null || true
+took=$(br_elapsed $((SECONDS - start)))
+if [ "$rc" -ne 0 ]; then
+	echo "--- the end of $LOG:" >&2
+	tail -n 40 "$LOG" >&2
+	fail "the build failed after $took (make exit status $rc); all of Buildroot's" \
+		"output is in $PWD/$LOG. The error is usually just above" \
+		"'make: *** ... Error'."
+fi
 
-phase "Done. Images in $PWD/buildroot/output/images:"
+phase "Done in $took. Images in $PWD/buildroot/output/images:"
 ls -l buildroot/output/images/Image buildroot/output/images/rootfs.ext4
 echo "Boot them with ./runqemu.sh"

@@ -33,6 +33,10 @@
 # outside); the host forwards, on 127.0.0.1 only:
 #   127.0.0.1:$AESD_HOST_PORT (default 9000)  -> guest port 9000 (aesdsocket)
 #   127.0.0.1:$AESD_SSH_PORT  (default 10022) -> guest port 22   (dropbear)
+# A port already in use stops it before QEMU starts, naming the variable
+# that moves it. The ssh and scp commands it prints neither keep nor check
+# the guest's host key, which changes with every fast-image boot and every
+# Buildroot rebuild.
 #
 # Other environment:
 #   AESD_ROOTFS            Buildroot image: its root file system (default
@@ -78,6 +82,24 @@ while [ $# -gt 0 ]; do
 done
 [ "$snapshot" = 0 ] || [ "$snapshot" = 1 ] ||
 	die "AESD_QEMU_SNAPSHOT must be 0 or 1, not '$snapshot'"
+
+# QEMU would only say "Could not set up host forwarding rule": say which
+# port, and how to move it. (Something answering on 127.0.0.1:PORT holds
+# it: a listener on 127.0.0.1 or on every address, or another guest.)
+in_use() {
+	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+if [ "$dry_run" = 0 ]; then
+	for forward in "AESD_HOST_PORT $host_port 9000" "AESD_SSH_PORT $ssh_port 22"; do
+		read -r variable port guest_port <<<"$forward"
+		if in_use "$port"; then
+			log "port $port on 127.0.0.1, forwarded to the guest's port $guest_port, is in use"
+			log "(another runqemu.sh, or another program: ss -ltnp 'sport = :$port' names it)."
+			log "Pick another one: $variable=$((port + 1)) ./runqemu.sh"
+			exit 2
+		fi
+	done
+fi
 
 choice=${AESD_IMAGE:-}
 if [ -z "$choice" ]; then
@@ -182,11 +204,16 @@ if [ "$dry_run" = 1 ]; then
 	exit 0
 fi
 
+# The guest's ssh host key changes with every fast-image boot and every
+# Buildroot rebuild, and every guest answers on the same 127.0.0.1 port,
+# so ssh is told neither to remember nor to check it (on this machine's
+# loopback only: the forwards listen on 127.0.0.1).
+ssh_opts="-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR"
 cat >&2 <<EOF_HINTS
 runqemu.sh: booting; log in on this console as root / root; from another terminal:
   echo hello | nc -N 127.0.0.1 $host_port     # aesdsocket
-  ssh -p $ssh_port root@127.0.0.1              # password: root
-  scp -P $ssh_port FILE root@127.0.0.1:/tmp/
+  ssh $ssh_opts -p $ssh_port root@127.0.0.1    # password: root
+  scp $ssh_opts -P $ssh_port FILE root@127.0.0.1:/tmp/
 runqemu.sh: quit with 'poweroff' in the guest, or Ctrl-A X
 EOF_HINTS
 

@@ -11,7 +11,8 @@ cd "$(dirname "$0")" || exit 1
 [ "$(id -u)" -eq 0 ] || exec sudo "$PWD/test.sh" "$@"
 
 ROOT=$PWD
-PYTEST=(/usr/bin/python3 -m pytest -q -p no:cacheprovider)
+# -rs: every skipped test says why
+PYTEST=(/usr/bin/python3 -m pytest -q -rs -p no:cacheprovider)
 VALGRIND_LOGS=$(mktemp -d /tmp/aesd-valgrind.XXXXXX)
 # workers that dropped root (--user tests) write their own logs here
 chmod 1777 "$VALGRIND_LOGS"

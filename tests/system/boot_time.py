@@ -5,9 +5,13 @@ through the forward; print each boot's timeline and the median.
 
     tests/system/boot_time.py [-n 5] [--image fast|buildroot] [-v]
 
-The Buildroot image boots with AESD_QEMU_SNAPSHOT=1, so every boot is the
-first boot of a fresh image, as for the fast image (which lives in RAM).
-The fast image must have been built (image/out/, or AESD_IMAGE_OUT).
+The image is the one runqemu.sh would boot (the Buildroot one when built,
+else the fast one) unless --image or AESD_IMAGE says. The Buildroot image
+must have been built (./build.sh); the fast one is built first when it is
+missing or stale (runqemu.sh --dry-run), so that no build is timed as part
+of a boot. The Buildroot image boots with AESD_QEMU_SNAPSHOT=1, so every
+boot is the first boot of a fresh image, as for the fast image (which
+lives in RAM).
 A line's time is when its end reached the host: for "Starting X: OK", the
 end of X's start script; the time since the line before is what X took.
 Extra kernel command line (e.g. loglevel=7 to see the kernel's own lines)
@@ -18,12 +22,22 @@ import argparse
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
 
 import pexpect
 
-from qemu_guest import BOOT_TIMEOUT, RUNQEMU, free_port, probe_port
+from qemu_guest import BOOT_TIMEOUT, BR_IMAGES, RUNQEMU, free_port, probe_port
+
+# What the Buildroot image boots from, as runqemu.sh looks for it
+BR_FILES = [os.path.join(BR_IMAGES, name) for name in ("Image", "rootfs.ext4")]
+
+
+def default_image():
+    """The image runqemu.sh boots: the Buildroot one when it is built."""
+    return os.environ.get("AESD_IMAGE") or (
+        "buildroot" if all(map(os.path.exists, BR_FILES)) else "fast")
 
 
 def boot_once(image, verbose):
@@ -38,7 +52,13 @@ def boot_once(image, verbose):
     try:
         deadline = started + BOOT_TIMEOUT
         while True:
-            child.expect(r"\r*\n", timeout=max(1, deadline - time.monotonic()))
+            try:
+                child.expect(r"\r*\n", timeout=max(1, deadline - time.monotonic()))
+            except (pexpect.EOF, pexpect.TIMEOUT) as e:
+                last = "\n".join(f"  {line}" for _, line in lines[-15:])
+                why = "QEMU exited" if isinstance(e, pexpect.EOF) else \
+                    f"no 'Starting aesdsocket: OK' within {BOOT_TIMEOUT:.0f} s"
+                raise SystemExit(f"boot_time.py: {why}; the console's last lines:\n{last}")
             now = time.monotonic() - started
             line = child.before.strip()
             lines.append((now, line))
@@ -71,10 +91,20 @@ def milestones(lines):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=5, help="boots (default 5)")
-    parser.add_argument("--image", choices=("fast", "buildroot"),
-                        default=os.environ.get("AESD_IMAGE", "buildroot"))
+    parser.add_argument("--image", choices=("fast", "buildroot"), default=default_image(),
+                        help="default: the one runqemu.sh would boot")
     parser.add_argument("-v", action="store_true", help="print every line")
     args = parser.parse_args()
+    missing = [f for f in BR_FILES if not os.path.exists(f)]
+    if args.image == "buildroot" and missing:
+        print(f"boot_time.py: the Buildroot image is not built (no {', '.join(missing)}):"
+              " build it with ./build.sh, or time the fast image (--image fast)",
+              file=sys.stderr)
+        return 2
+    if args.image == "fast":
+        # built now if missing or stale, not during a timed boot
+        subprocess.run([RUNQEMU, "--dry-run"], env=dict(os.environ, AESD_IMAGE="fast"),
+                       stdout=subprocess.DEVNULL, check=True)
 
     results = []
     for n in range(args.n):

@@ -44,7 +44,8 @@ def assert_failed_run(stdout, returncode):
 
 
 def test_a_failed_boot_fails_the_run(image_env):
-    # The forwarded port is taken: QEMU cannot start
+    # The forwarded port is taken: runqemu.sh does not start QEMU, and says
+    # why
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
@@ -53,7 +54,8 @@ def test_a_failed_boot_fails_the_run(image_env):
                            capture_output=True, text=True, timeout=300, check=False)
     assert_failed_run(r.stdout, r.returncode)
     assert "FAIL: boot" in r.stdout
-    assert "Could not set up host forwarding rule" in r.stdout
+    assert f"port {port} on 127.0.0.1, forwarded to the guest's port 9000, is in use" \
+        in r.stdout
     # the checks that need the guest fail too, none is skipped
     assert r.stdout.count("not run: no guest") == 5, r.stdout
     assert qemu_pids(port) == []

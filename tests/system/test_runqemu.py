@@ -8,10 +8,11 @@ away with --snapshot; and rootfs.ext4 itself is never written."""
 import hashlib
 import os
 import shlex
+import socket
 import subprocess
 import time
 
-from qemu_guest import RUNQEMU
+from qemu_guest import RUNQEMU, free_port
 
 # What runqemu.sh itself runs besides the stand-ins
 HOST_TOOLS = ["bash", "cat", "cp", "dirname", "find", "grep", "id", "mkdir",
@@ -69,10 +70,11 @@ def fake_machine(tmp_path, preinstalled=()):
 
 
 def run(stubs, out, *args, **env_extra):
+    """runqemu.sh ARGS on the fake machine, on free ports unless given."""
     env = {"PATH": str(stubs), "STUBS": str(stubs), "RECORDER": RECORDER,
            "AESD_IMAGE": "fast",
-           "AESD_IMAGE_OUT": str(out), "AESD_HOST_PORT": "19190",
-           "AESD_SSH_PORT": "19122", "HOME": str(stubs.parent), **env_extra}
+           "AESD_IMAGE_OUT": str(out), "AESD_HOST_PORT": str(free_port()),
+           "AESD_SSH_PORT": str(free_port()), "HOME": str(stubs.parent), **env_extra}
     return subprocess.run([RUNQEMU, *args], env=env, capture_output=True, text=True,
                           timeout=60, check=False)
 
@@ -96,7 +98,8 @@ def apt_calls(stubs):
 
 def test_fresh_machine_gets_qemu_netcat_and_ssh(tmp_path):
     stubs, out = fake_machine(tmp_path)
-    r = run(stubs, out)
+    port, ssh_port = free_port(), free_port()
+    r = run(stubs, out, AESD_HOST_PORT=str(port), AESD_SSH_PORT=str(ssh_port))
     assert r.returncode == 0, r.stderr
     installs = [c for c in apt_calls(stubs) if c.startswith("install")]
     assert len(installs) == 1, apt_calls(stubs)
@@ -106,11 +109,14 @@ def test_fresh_machine_gets_qemu_netcat_and_ssh(tmp_path):
     args = (stubs / ".qemu-system-aarch64.args").read_text().splitlines()
     netdev = args[args.index("-netdev") + 1]
     assert "restrict=on" in netdev.split(",")
-    assert "hostfwd=tcp:127.0.0.1:19190-:9000" in netdev.split(",")
-    # and printed hints for exactly the tools it installed
-    assert "echo hello | nc -N 127.0.0.1 19190" in r.stderr
-    assert "ssh -p 19122 root@127.0.0.1" in r.stderr
-    assert "scp -P 19122 " in r.stderr
+    assert f"hostfwd=tcp:127.0.0.1:{port}-:9000" in netdev.split(",")
+    # and printed hints for exactly the tools it installed; ssh and scp
+    # neither keep nor check the guest's host key, which changes with every
+    # fast-image boot and every Buildroot rebuild
+    assert f"echo hello | nc -N 127.0.0.1 {port}" in r.stderr
+    no_host_keys = "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no"
+    assert f"ssh {no_host_keys} -o LogLevel=ERROR -p {ssh_port} root@127.0.0.1" in r.stderr
+    assert f"scp {no_host_keys} -o LogLevel=ERROR -P {ssh_port} FILE " in r.stderr
 
 
 def test_nothing_is_installed_when_nothing_is_missing(tmp_path):
@@ -230,3 +236,23 @@ def test_help_names_the_flags_and_starts_nothing(tmp_path):
                  "What persists across boots"):
         assert flag in r.stdout
     assert not (stubs / ".qemu-system-aarch64.args").exists()
+
+
+def test_a_busy_port_is_named_with_the_variable_that_moves_it(tmp_path):
+    stubs, out = fake_machine(tmp_path, preinstalled=["netcat-openbsd"])
+    for tool in ("qemu-system-aarch64", "nc", "ssh", "scp"):
+        (stubs / tool).write_text(RECORDER + "\n")
+        (stubs / tool).chmod(0o755)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        for variable, guest_port in (("AESD_HOST_PORT", 9000), ("AESD_SSH_PORT", 22)):
+            r = run(stubs, out, **{variable: str(port)})
+            assert r.returncode == 2, r.stderr
+            assert f"port {port} on 127.0.0.1, forwarded to the guest's port " \
+                f"{guest_port}, is in use" in r.stderr
+            assert f"{variable}={port + 1} ./runqemu.sh" in r.stderr
+            # said before anything else: no greeting, no QEMU
+            assert "booting" not in r.stderr
+            assert not (stubs / ".qemu-system-aarch64.args").exists()

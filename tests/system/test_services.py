@@ -9,8 +9,7 @@ import subprocess
 
 import pytest
 
-from qemu_guest import (DATA_FILE, INIT_SCRIPT, send_packets, sockettest,
-                        ssh_options)
+from qemu_guest import DATA_FILE, INIT_SCRIPT, send_packets, sockettest
 
 
 def aesdsocket_pids(guest):
@@ -205,26 +204,55 @@ def test_second_instance_fails_and_keeps_data(guest):
     assert rc == 0, out
 
 
+def stale_host_key_config(tmp_path, port):
+    """An ssh configuration whose known_hosts has another key for the
+    guest's address: what a user's ~/.ssh/known_hosts holds after booting
+    another image, or after a rebuild, and checks strictly."""
+    key = tmp_path / "stale_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                   check=True)
+    kind, blob = key.with_suffix(".pub").read_text().split()[:2]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {kind} {blob}\n")
+    config = tmp_path / "ssh_config"
+    config.write_text(f"UserKnownHostsFile {known_hosts}\nStrictHostKeyChecking yes\n")
+    return str(config)
+
+
+# What sshpass needs of ssh; nothing about host keys
+PASSWORD_ONLY = ["-o", "ConnectTimeout=30", "-o", "PubkeyAuthentication=no",
+                 "-o", "PreferredAuthentications=password"]
+
+
 def test_printed_hints_work(guest, tmp_path):
-    # What runqemu.sh tells a new user to try, run as printed (ssh and scp
-    # with the options a throw-away guest needs: no known_hosts, password)
+    # What runqemu.sh tells a new user to try, run as printed, with the
+    # password given by sshpass, and with a known_hosts that remembers
+    # another key for the guest's address (options on the command line,
+    # which the printed ones are, win over a configuration file)
     hints = guest.printed_hints()
     ensure_running_fresh(guest)
     nc = subprocess.run(["sh", "-c", hints["nc"]], capture_output=True,
                         timeout=30, check=False)
     assert (nc.returncode, nc.stdout) == (0, b"hello\n"), nc.stderr.decode()
 
+    config = stale_host_key_config(tmp_path, guest.ssh_port)
     ssh = shlex.split(hints["ssh"])
-    result = subprocess.run(["sshpass", "-p", "root", ssh[0], *ssh_options(),
+    result = subprocess.run(["sshpass", "-p", "root", ssh[0], "-F", config, *PASSWORD_ONLY,
                              *ssh[1:], "echo hint-ok"], capture_output=True,
                             timeout=60, check=False)
     assert result.stdout == b"hint-ok\n", result.stderr.decode()
+    # (without the printed options, that known_hosts is refused)
+    refused = subprocess.run(["sshpass", "-p", "root", "ssh", "-F", config, *PASSWORD_ONLY,
+                              "-p", str(guest.ssh_port), "root@127.0.0.1", "true"],
+                             capture_output=True, timeout=60, check=False)
+    assert refused.returncode == 255, refused.stderr.decode()
+    assert b"HOST IDENTIFICATION HAS CHANGED" in refused.stderr, refused.stderr.decode()
 
     source = tmp_path / "notes.txt"
     source.write_text("from the scp hint\n")
     scp = [str(source) if word == "FILE" else word
            for word in shlex.split(hints["scp"])]
-    result = subprocess.run(["sshpass", "-p", "root", scp[0], *ssh_options(),
+    result = subprocess.run(["sshpass", "-p", "root", scp[0], "-F", config, *PASSWORD_ONLY,
                              *scp[1:]], capture_output=True, timeout=60,
                             check=False)
     assert result.returncode == 0, result.stderr.decode()

@@ -12,6 +12,8 @@ AESD_ASSIGNMENTS_SITE = $(BR2_EXTERNAL_AESD_PATH)/../server
 AESD_ASSIGNMENTS_SITE_METHOD = local
 AESD_ASSIGNMENTS_LICENSE = MIT
 AESD_ASSIGNMENTS_LICENSE_FILES = LICENSE
+# Every worker installs a seccomp system call filter built with libseccomp.
+AESD_ASSIGNMENTS_DEPENDENCIES = libseccomp
 
 # A native build in server/ (make, make unit-tests) leaves host objects and
 # a host binary there; never copy them into the target build directory.
