@@ -42,13 +42,36 @@ num() {
 	awk -v v="$1" "$AWK_FMT"'BEGIN { print (v == "n/a" || v == "") ? "n/a" : fmt(v) }'
 }
 
-# listing: "median (run1 / run2 / ...)" of the numbers on stdin.
+# Up to this many runs the page lists every run's value beside a median;
+# beyond, the lowest and the highest (the raw lines keep them all), so
+# that a long series keeps the page short.
+LIST_RUNS=5
+
+# in_brackets: what the page's brackets hold, in words.
+in_brackets() {
+	if [ "$RUNS" -gt "$LIST_RUNS" ]; then
+		echo "the lowest and the highest run's value (every run's is in the raw lines)"
+	else
+		echo "every run's value"
+	fi
+}
+
+# lowest_to_highest [SUFFIX]: "lo to hi" of the numbers on stdin.
+lowest_to_highest() {
+	sort -g | awk -v sfx="${1:-}" "$AWK_FMT"'NR == 1 { lo = $1 } { hi = $1 }
+		END { if (NR) printf "%s%s to %s%s", fmt(lo), sfx, fmt(hi), sfx }'
+}
+
+# listing: "median (run1 / run2 / ...)" of the numbers on stdin, or
+# "median (lowest to highest)" for a long series.
 listing() {
 	local all m
 	all=$(grep . || true)
 	m=$(printf '%s\n' "$all" | grep . | median)
 	if [ -z "$all" ]; then
 		echo "n/a"
+	elif [ "$RUNS" -gt "$LIST_RUNS" ]; then
+		echo "$m ($(printf '%s\n' "$all" | grep . | lowest_to_highest))"
 	elif [ "$RUNS" -gt 1 ]; then
 		echo "$m ($(printf '%s\n' "$all" | grep . |
 			awk "$AWK_FMT"'{ printf "%s%s", (NR > 1 ? " / " : ""), fmt($1) }'))"
@@ -91,7 +114,11 @@ ratio() {
 # share_runs LA KA LB KB: every run's same-run ratio A/B as a percentage,
 # "66% / 75% / ...".
 share_runs() {
-	ratios "$@" | awk '{ printf "%s%.0f%%", (NR > 1 ? " / " : ""), $1 * 100 }'
+	if [ "$RUNS" -gt "$LIST_RUNS" ]; then
+		ratios "$@" | awk '{ printf "%.0f\n", $1 * 100 }' | lowest_to_highest %
+	else
+		ratios "$@" | awk '{ printf "%s%.0f%%", (NR > 1 ? " / " : ""), $1 * 100 }'
+	fi
 }
 
 # best_ratio LA KA LB KB max|min: best run of A over best run of B, the
@@ -176,7 +203,7 @@ header() {
 	echo "| load average at the end | $(text meta load_end) |"
 	echo "| runs | $RUNS${elapsed:+, $elapsed s in all} |"
 	echo
-	echo "Each figure is the median over the runs, with every run's value in"
+	echo "Each figure is the median over the runs, with $(in_brackets) in"
 	echo "brackets. Ratios pair figures from the same run. The machine may be"
 	echo "shared, so absolute figures drift between runs; the ratios drift less."
 }
@@ -299,7 +326,7 @@ targets() {
 	echo "## Targets"
 	echo
 	echo "Issue 14's targets. \"measured\" is the median over the runs (of the"
-	echo "same-run ratios, for a ratio) with every run's value in brackets;"
+	echo "same-run ratios, for a ratio) with $(in_brackets) in brackets;"
 	echo "\"best\" pairs the best run of each side, which other load on the"
 	echo "machine disturbs least. B's slow figures are from its first run."
 	echo
@@ -328,7 +355,7 @@ ab_section() {
 	echo "Each workload ran on A and on B back to back, each on a fresh server"
 	echo "with its default options: A first in odd runs, B first in even runs."
 	echo "A/B is the ratio of the two throughputs within each run: the median,"
-	echo "then every run's value."
+	echo "then $(in_brackets)."
 	if has held; then
 		echo "The held workload ran on A only: its targets are absolute, and B"
 		echo "(issue 9's server) was built to meet them."
@@ -358,7 +385,7 @@ confinement_section() {
 	echo "Each workload ran on A and on the same binary started with"
 	echo "\`--no-syscall-filter\` (U), back to back, each on a fresh server: A"
 	echo "first in odd runs, U first in even runs. A/U is the ratio of the two"
-	echo "throughputs within each run: the median, then every run's value."
+	echo "throughputs within each run: the median, then $(in_brackets)."
 	echo "Issue 19's target: A within 3% of U (A/U ≥ 0.97)."
 	echo
 	echo "| workload | A | U | A/U | met | A CPU µs/request | U CPU µs/request |"
