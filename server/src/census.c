@@ -192,7 +192,7 @@ void census_publish(struct census *c, unsigned i, const struct conntable *t)
 {
 	uint32_t first = conntable_first_idle(t);
 
-	if (__atomic_load_n(&c->entries[i].open, __ATOMIC_RELAXED) != t->open)
+	if (LOAD(c->entries[i].open) != t->open)
 		census_set_open(c, i, t->open);
 	if (first == CONN_NONE)
 		census_publish_idle(c, i, CENSUS_NOT_IDLE, 0);

@@ -66,6 +66,13 @@ int log_socket(void)
 	return log_fd;
 }
 
+/* A line sent now could reach a syslogd: there is a socket, and no
+ * recent send found nobody behind /dev/log. */
+static bool syslog_reachable(void)
+{
+	return log_fd >= 0 && now_ms() >= absent_until_ms;
+}
+
 /* One datagram, as glibc's syslog() writes it:
  * "<PRI>Mmm dd hh:mm:ss aesdsocket[PID]: message".  Each is sent to the
  * path, not over a connected socket: syslogd may come and go (a restart
@@ -77,7 +84,7 @@ static void send_to_syslog(int priority, const char *message)
 	struct tm tm;
 	int len;
 
-	if (log_fd < 0 || now_ms() < absent_until_ms)
+	if (!syslog_reachable())
 		return;
 	if (clock_gettime(CLOCK_REALTIME, &now) == 0 &&
 	    localtime_r(&now.tv_sec, &tm))
@@ -111,7 +118,7 @@ static void log_vmsg(int priority, const char *fmt, va_list ap,
 	int len;
 
 	/* nowhere to go (no syslogd, no stderr copy): not even formatted */
-	if (!to_stderr && (log_fd < 0 || now_ms() < absent_until_ms))
+	if (!to_stderr && !syslog_reachable())
 		return;
 	len = vsnprintf(message, sizeof(message), fmt, ap);
 	if (cause && len >= 0 && (size_t)len < sizeof(message))
