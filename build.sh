@@ -8,8 +8,9 @@
 #
 # Every package that is ready builds at once, on every CPU (make -jN; the
 # defconfig's BR2_PER_PACKAGE_DIRECTORIES makes that safe): AESD_JOBS=N
-# sets N (default: the number of CPUs). The root file system's host tools
-# are named as goals before "all", so that they build beside the kernel.
+# sets N (default: the number of CPUs). The kernel and the root file
+# system's host tools are named as goals before "all", the kernel first,
+# so that everything else builds beside it.
 # Buildroot's own output goes to buildroot/output/aesd-build.log; the
 # terminal gets a line per package.
 #
@@ -212,9 +213,10 @@ if [ "$check_only" = 1 ]; then
 fi
 
 # --- The build ---------------------------------------------------------------
-# How many packages, and the root file system's host tools, which make
-# would reach only after the kernel: as goals of their own, before "all",
-# they build beside it.
+# How many packages, and the goals to name before "all" (br_plan): the
+# kernel, then the root file system's host tools, which make would reach
+# only after the kernel; so the kernel starts first and the rest builds
+# beside it.
 read -r total early <<<"$(br_plan buildroot)"
 mkdir -p "$(dirname "$LOG")"
 phase "Building $total packages: make -C buildroot -j$jobs $early all"

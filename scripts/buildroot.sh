@@ -11,11 +11,15 @@ br_elapsed() {
 
 # br_plan BUILDROOT_DIR [MAKE_ARGUMENTS...]: what the configured tree will
 # build (make show-info), in one line: how many packages (host ones
-# included, not counting the root file system images), then the host
-# packages the root file system images need. Buildroot reaches those only
-# once every package is built, as prerequisites of the images; named as
-# goals of their own on make's command line (before "all") they build
-# beside the kernel instead of after it. "? " when show-info fails.
+# included, not counting the root file system images), then the goals to
+# name before "all" on make's command line: the kernel, then the host
+# packages the root file system images need. make starts the goals' work
+# in the order it is given: the kernel, the longest package by far, first
+# (with the few host tools it needs), so that the other packages'
+# single-threaded configure scripts run beside it instead of after it,
+# each on one CPU while the others idle; and the images' host tools, which
+# Buildroot would reach only once every package is built, beside it too.
+# "? " when show-info fails.
 br_plan() {
 	local br=$1
 	shift
@@ -23,9 +27,10 @@ br_plan() {
 		/usr/bin/python3 -c 'import json, sys
 info = json.load(sys.stdin)
 count = sum(p["type"] != "rootfs" for p in info.values())
+kernel = ["linux"] if "linux" in info else []
 early = sorted({d for p in info.values() if p["type"] == "rootfs"
                 for d in p.get("dependencies", []) if info.get(d, {}).get("type") == "host"})
-print(count, *early)' 2>/dev/null || echo "?"
+print(count, *kernel, *early)' 2>/dev/null || echo "?"
 }
 
 # br_progress LOG PID TOTAL LABEL: while process PID runs, print

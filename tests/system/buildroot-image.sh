@@ -125,7 +125,8 @@ if ! [ -f "$images/rootfs.ext4" ] || ! [ -f "$images/Image" ] ||
 	read -r total early <<<"$(br_plan "$br")"
 	# Every package that is ready builds at once, on every CPU
 	# (BR2_PER_PACKAGE_DIRECTORIES in the defconfig makes that safe), and
-	# the root file system's host tools from the start (as ./build.sh does)
+	# the kernel first, the root file system's host tools beside it (as
+	# ./build.sh does; br_plan)
 	PROGRESS=$total offline clean 0 "-j$(nproc) $early all"
 	log "clean build: $((SECONDS - start)) s (make -j$(nproc) $early all)"
 	config_id > "$stamp"
