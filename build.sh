@@ -8,10 +8,9 @@
 #
 # Every package that is ready builds at once, on every CPU (make -jN; the
 # defconfig's BR2_PER_PACKAGE_DIRECTORIES makes that safe): AESD_JOBS=N
-# sets N (default: one more than the CPUs, see br_jobs). The root file
-# system's host tools, then the kernel, are named as goals before "all",
-# so that the long chain of host tools builds beside the kernel instead of
-# after it (br_plan).
+# sets N (default: one more than the CPUs, see br_jobs). The kernel, then
+# the root file system's host tools, are named as goals before "all", so
+# that the kernel starts first and the rest builds beside it (br_plan).
 # Buildroot's own output goes to buildroot/output/aesd-build.log; the
 # terminal gets a line per package.
 #
@@ -215,8 +214,8 @@ fi
 
 # --- The build ---------------------------------------------------------------
 # How many packages, and the goals to name before "all" (br_plan): the
-# root file system's host tools, which make would reach only after the
-# kernel, then the kernel.
+# kernel, then the root file system's host tools, which make would reach
+# only after the kernel.
 read -r total early <<<"$(br_plan buildroot)"
 mkdir -p "$(dirname "$LOG")"
 phase "Building $total packages: make -C buildroot -j$jobs $early all"

@@ -126,8 +126,8 @@ if ! [ -f "$images/rootfs.ext4" ] || ! [ -f "$images/Image" ] ||
 	jobs=$(br_jobs)
 	# Every package that is ready builds at once, on every CPU
 	# (BR2_PER_PACKAGE_DIRECTORIES in the defconfig makes that safe), and
-	# the root file system's host tools and the kernel first, side by side
-	# (as ./build.sh does; br_plan, br_jobs)
+	# the kernel first, the root file system's host tools beside it (as
+	# ./build.sh does; br_plan, br_jobs)
 	PROGRESS=$total offline clean 0 "-j$jobs $early all"
 	log "clean build: $((SECONDS - start)) s (make -j$jobs $early all)"
 	config_id > "$stamp"
