@@ -72,12 +72,22 @@ stage_valgrind() {
 }
 
 stage_sockettest() {
-	local port=19000 data pid rc
+	local port data pid rc
+	# a port nothing listens on (not a fixed one: two runs at once, or
+	# anything else on it, and the script would test another server)
+	port=$(/usr/bin/python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
 	data=$(mktemp /tmp/aesd-sockettest.XXXXXX)
 	rm -f "$data"
 	server/aesdsocket -p "$port" -f "$data" &
 	pid=$!
 	for _ in $(seq 50); do nc -z 127.0.0.1 "$port" && break; sleep 0.1; done
+	if ! kill -0 "$pid" 2>/dev/null; then
+		echo "sockettest: aesdsocket did not start on port $port" >&2
+		return 1
+	fi
 	sh tests/sockettest.sh -t 127.0.0.1 -p "$port"
 	rc=$?
 	kill -TERM "$pid" && wait "$pid" && [ ! -e "$data" ] && return "$rc"
