@@ -193,6 +193,21 @@ check '.config has BR2_DL_DIR="$(HOME)/.buildroot-dl"' \
 check ".config has BR2_INIT_BUSYBOX=y (S99aesdsocket is the start script)" \
 	grep -qx 'BR2_INIT_BUSYBOX=y' "$CONFIG"
 
+# --- The build's plan (scripts/buildroot.sh, used by build.sh and the
+# buildroot-image stage): the kernel named first among the goals before
+# "all", then the root file system's host tools; one job more than the
+# CPUs unless AESD_JOBS says otherwise (docs/buildroot.md, "Where the time
+# goes", has the builds that chose them).
+# shellcheck source=scripts/buildroot.sh
+. "$ROOT/scripts/buildroot.sh"
+read -r plan_count plan_goals <<<"$(br_plan "$BUILDROOT_DIR" O="$OUT")"
+check "the build plan counts the packages ($plan_count)" \
+	test "$plan_count" -gt 30
+check "the build plan names the kernel first, then the root file system's host tools ($plan_goals)" \
+	test "${plan_goals%% *}" = linux -a -n "$(grep -ow host-e2fsprogs <<<"$plan_goals")"
+check "a build runs one job more than the CPUs ($(br_jobs)), or AESD_JOBS" \
+	test "$(br_jobs)" = $(($(nproc) + 1)) -a "$(AESD_JOBS=7 br_jobs)" = 7
+
 # --- The external tree: packages in external.mk, the rest in board/ -------
 # A Buildroot external.mk includes the packages' .mk files and nothing
 # else; what is particular to the image is done by the board's post-build
