@@ -14,9 +14,9 @@ br_elapsed() {
 # make). The kernel's make shares those slots (Buildroot runs it without a
 # -j of its own) and, having a compile ready at every moment, takes
 # nearly every slot that frees, so the other packages wait minutes for
-# one; with a slot more than the CPUs, the kernel keeps them busier and
-# finishes sooner: a clean build took 1,007 s with 2 slots on 2 CPUs and
-# 940 s with 3 (2026-12-07).
+# one; with a slot more than the CPUs, the kernel keeps both CPUs busier
+# and finishes sooner: a clean build took 1,007 s with 2 slots on 2 CPUs,
+# 865 to 998 s with 3 (2026-12-07).
 br_jobs() {
 	echo "${AESD_JOBS:-$(($(nproc) + 1))}"
 }
