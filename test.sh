@@ -75,10 +75,8 @@ stage_sockettest() {
 	local port data pid rc
 	# a port nothing listens on (not a fixed one: two runs at once, or
 	# anything else on it, and the script would test another server)
-	port=$(/usr/bin/python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])')
+	port=$(PYTHONPATH=tests/integration /usr/bin/python3 -c \
+		'from server_harness import free_port; print(free_port())')
 	data=$(mktemp /tmp/aesd-sockettest.XXXXXX)
 	rm -f "$data"
 	server/aesdsocket -p "$port" -f "$data" &

@@ -152,13 +152,16 @@ def recv_until_suffix(sock, suffix, timeout=10.0, limit=1 << 30):
 
 
 def assert_closed_by_server(sock, timeout=5.0):
-    """The server closes the connection: EOF or reset, never a timeout."""
+    """The server closes the connection: EOF or reset, never a timeout.
+    Returns what it sent before closing."""
     sock.settimeout(scaled(timeout))
+    received = bytearray()
     try:
-        while sock.recv(65536):
-            pass
+        while chunk := sock.recv(65536):
+            received += chunk
     except ConnectionResetError:
         pass
+    return bytes(received)
 
 
 class Server:

@@ -21,8 +21,9 @@ import time
 import pytest
 
 import faultshim as shim
-from server_harness import (IS_ROOT, assert_served, closed_by_peer,
-                            connect_on, log_lines, process_state, read_bytes,
+from server_harness import (IS_ROOT, assert_closed_by_server, assert_served,
+                            closed_by_peer, connect_on, log_lines,
+                            process_state, read_bytes,
                             recv_exactly, recv_until_suffix, scaled,
                             server_send_queue, server_side, shared_tmp_dir,
                             stop_process, wait_server_read_everything,
@@ -478,24 +479,12 @@ def test_stop_while_a_worker_is_stopped_holding_the_lock(make_server,
     log = server.log()
     assert log.count(ACCEPTED) == log.count(CLOSED), log
     discarded = "Discarding 6 bytes from 127.0.0.1 that were never stored" in log
-    answered = read_until_closed(waiting).endswith(b"waits\n")
+    answered = assert_closed_by_server(waiting).endswith(b"waits\n")
     assert discarded != answered, log
     assert not log_lines(server, r"did not stop|killed by signal")
     assert not os.path.exists(server.data_file)
     client.close()
     waiting.close()
-
-
-def read_until_closed(sock):
-    """Everything the server sent on sock until it closed it."""
-    sock.settimeout(scaled(5))
-    received = b""
-    try:
-        while chunk := sock.recv(65536):
-            received += chunk
-    except ConnectionResetError:
-        pass
-    return received
 
 
 # ------------------------------------------------------ the data file's path
